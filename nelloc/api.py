@@ -1,0 +1,248 @@
+"""Whole images <-> .nlc bytes: modes, alpha, fallback, ICC profile, checksums.
+
+* L and RGB are coded by the neural codec (gray / rgb model); LA and RGBA add the alpha plane as a
+  separate grey plane (a constant alpha, e.g. fully opaque, costs one byte).
+* Every other mode Pillow can read (1, P, PA, I;16, I, F, CMYK, YCbCr, LAB, HSV, ...) is stored
+  losslessly by the fallback: a PNG of the image when PNG round-trips it exactly, otherwise the
+  raw pixel bytes (plus palette) compressed with LZMA.
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+import struct
+import zlib
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from nelloc import container as ct
+from nelloc import zoo
+from nelloc.codec import DEFAULT_TILE, decode_plane, encode_plane, resolve_device
+from nelloc.errors import BadStreamError, ModelError, UnsupportedImageError
+
+ImageLike = Union[np.ndarray, Image.Image, str, Path]
+NEURAL_MODES = {"L": (1, False), "LA": (1, True), "RGB": (3, False), "RGBA": (3, True)}
+MAX_TILE = 1 << 16
+Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit (max_pixels) with a clear message
+
+
+def _array_mode(arr: np.ndarray) -> str:
+    if arr.dtype == np.bool_:
+        return "1"
+    if arr.dtype == np.uint16 and arr.ndim == 2:
+        return "I;16"
+    if arr.dtype != np.uint8:
+        raise UnsupportedImageError(f"unsupported array dtype {arr.dtype} (use uint8, or uint16 for 16-bit grey)")
+    modes = {2: "L"} if arr.ndim == 2 else {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+    key = 2 if arr.ndim == 2 else arr.shape[2] if arr.ndim == 3 else None
+    if key not in modes:
+        raise UnsupportedImageError(f"unsupported array shape {arr.shape} (use (H, W) or (H, W, 1|2|3|4))")
+    return modes[key]
+
+
+def to_image(image: ImageLike) -> Image.Image:
+    """Open a path, wrap an array, or pass a PIL image through (loaded, with its ICC profile)."""
+    if isinstance(image, Image.Image):
+        image.load()
+        return image
+    if isinstance(image, np.ndarray):
+        _array_mode(image)  # validates dtype and shape
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[..., 0]
+        if image.size == 0:
+            raise UnsupportedImageError("empty image")
+        return Image.fromarray(np.ascontiguousarray(image))
+    path = Path(image)
+    try:
+        im = Image.open(path)
+        im.load()
+    except FileNotFoundError:
+        raise UnsupportedImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UnsupportedImageError(f"{path}: is a directory") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise UnsupportedImageError(f"{path}: not an image Pillow can read ({exc})") from None
+    return im
+
+
+def _planes(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    arr = np.asarray(im)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    channels, has_alpha = NEURAL_MODES[im.mode]
+    main = np.ascontiguousarray(arr[..., :channels])
+    alpha = np.ascontiguousarray(arr[..., channels:]) if has_alpha else None
+    return main, alpha
+
+
+def _neural_segment(plane: np.ndarray, model_name: str, tile: int, device) -> ct.Segment:
+    model = zoo.load(model_name).to(device)
+    if model.cfg.channels != plane.shape[2]:
+        raise ModelError(f"model {model_name!r} codes {model.cfg.channels}-channel planes, not {plane.shape[2]}")
+    payload = encode_plane(model, plane, tile, device)
+    return ct.Segment(ct.SEG_NEURAL, plane.shape[2], model_name, bytes.fromhex(model.sha256), tile, payload=payload)
+
+
+def _fallback_segment(im: Image.Image) -> ct.Segment:
+    try:
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", optimize=True)
+        back = Image.open(io.BytesIO(buf.getvalue()))
+        back.load()
+        if back.mode == im.mode and back.tobytes() == im.tobytes() and back.getpalette() == im.getpalette():
+            return ct.Segment(ct.SEG_FALLBACK, len(im.getbands()), method=ct.FALLBACK_PNG, payload=buf.getvalue())
+    except (OSError, ValueError, KeyError):
+        pass
+    palette = im.palette
+    pal_mode = (palette.mode if palette is not None else "").encode("ascii")
+    pal_bytes = bytes(im.getpalette(rawmode=palette.mode) or b"") if palette is not None else b""
+    head = struct.pack("<B", len(pal_mode)) + pal_mode + struct.pack("<I", len(pal_bytes)) + pal_bytes
+    payload = head + lzma.compress(im.tobytes(), preset=9)
+    return ct.Segment(ct.SEG_FALLBACK, len(im.getbands()), method=ct.FALLBACK_RAW_LZMA, payload=payload)
+
+
+def compress(
+    image: ImageLike,
+    *,
+    model: str | None = None,
+    alpha_model: str | None = None,
+    tile: int | None = None,
+    device: str = "auto",
+) -> bytes:
+    """Compress an image (path, PIL image or uint8 array) to .nlc bytes."""
+    im = to_image(image)
+    tile = DEFAULT_TILE if tile is None else int(tile)
+    if not 0 <= tile <= MAX_TILE:
+        raise UnsupportedImageError(f"tile size must be between 0 (untiled) and {MAX_TILE}, got {tile}")
+    width, height = im.size
+    if width < 1 or height < 1:
+        raise UnsupportedImageError("empty image")
+    dev = resolve_device(device)
+    icc = im.info.get("icc_profile") or b""
+    c = ct.Container(width, height, im.mode, icc_profile=icc, pixel_crc=zlib.crc32(im.tobytes()))
+    if im.mode in NEURAL_MODES:
+        main, alpha = _planes(im)
+        c.segments.append(_neural_segment(main, model or zoo.default_model(main.shape[2]), tile, dev))
+        if alpha is not None:
+            if (alpha == alpha.flat[0]).all():
+                c.segments.append(ct.Segment(ct.SEG_CONSTANT, 1, value=int(alpha.flat[0])))
+            else:
+                c.segments.append(_neural_segment(alpha, alpha_model or zoo.default_model(1), tile, dev))
+    else:
+        c.kind = ct.KIND_FALLBACK
+        c.segments.append(_fallback_segment(im))
+    return ct.dumps(c)
+
+
+def _model_for(seg: ct.Segment):
+    sha = seg.model_sha256.hex()
+    try:
+        model = zoo.load(seg.model_name)
+        if model.sha256 == sha:
+            return model
+    except ModelError:
+        model = None
+    other = zoo.find_by_sha256(sha)
+    if other is not None:
+        return other
+    have = f"installed {seg.model_name!r} has sha256 {model.sha256[:16]}" if model else "no such model is installed"
+    raise ModelError(f"stream needs model {seg.model_name!r} with sha256 {sha[:16]} ({have})")
+
+
+def _decode_fallback(seg: ct.Segment, c: ct.Container) -> Image.Image:
+    try:
+        if seg.method == ct.FALLBACK_PNG:
+            im = Image.open(io.BytesIO(seg.payload))
+            im.load()
+            return im
+        if seg.method == ct.FALLBACK_RAW_LZMA:
+            p = seg.payload
+            n = p[0]
+            pal_mode = p[1 : 1 + n].decode("ascii")
+            (plen,) = struct.unpack("<I", p[1 + n : 5 + n])
+            pal = p[5 + n : 5 + n + plen]
+            im = Image.frombytes(c.mode, (c.width, c.height), lzma.decompress(p[5 + n + plen :]))
+            if pal_mode:
+                im.putpalette(pal, rawmode=pal_mode)
+            return im
+    except (OSError, ValueError, IndexError, struct.error, lzma.LZMAError, UnicodeDecodeError) as exc:
+        raise BadStreamError(f"corrupted fallback payload ({exc})") from None
+    raise BadStreamError(f"unknown fallback method {seg.method}")
+
+
+def _decode_neural(c: ct.Container, dev) -> Image.Image:
+    if c.mode not in NEURAL_MODES:
+        raise BadStreamError(f"corrupted header: mode {c.mode!r} cannot be neural-coded")
+    channels, has_alpha = NEURAL_MODES[c.mode]
+    expected = [channels] + ([1] if has_alpha else [])
+    if [s.channels for s in c.segments] != expected or any(s.type == ct.SEG_FALLBACK for s in c.segments):
+        raise BadStreamError("corrupted header: segments do not match the image mode")
+    planes = []
+    for seg in c.segments:
+        if seg.type == ct.SEG_CONSTANT:
+            planes.append(np.full((c.height, c.width, 1), seg.value, np.uint8))
+            continue
+        if seg.tile > MAX_TILE:
+            raise BadStreamError(f"corrupted header: tile size {seg.tile}")
+        model = _model_for(seg).to(dev)
+        if model.cfg.channels != seg.channels:
+            raise BadStreamError("corrupted header: model does not match the plane")
+        planes.append(decode_plane(model, seg.payload, c.height, c.width, seg.tile, dev))
+    arr = np.concatenate(planes, axis=2)
+    return Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr, mode=c.mode)
+
+
+def decompress(
+    data: bytes, *, device: str = "auto", max_pixels: int = ct.DEFAULT_MAX_PIXELS, as_array: bool = False
+) -> Image.Image | np.ndarray:
+    """Decode .nlc bytes to the original PIL image (or its numpy array with ``as_array``).
+
+    Raises ``BadStreamError`` for any malformed or corrupted stream and ``ModelError`` when the
+    model it was made with is not installed.
+    """
+    c = ct.loads(data, max_pixels=max_pixels)
+    if c.kind == ct.KIND_FALLBACK:
+        if len(c.segments) != 1 or c.segments[0].type != ct.SEG_FALLBACK:
+            raise BadStreamError("corrupted header: fallback file without its payload")
+        im = _decode_fallback(c.segments[0], c)
+    else:
+        im = _decode_neural(c, resolve_device(device))
+    if im.mode != c.mode or im.size != (c.width, c.height):
+        raise BadStreamError("corrupted stream: decoded image does not match the header")
+    if zlib.crc32(im.tobytes()) != c.pixel_crc:
+        raise BadStreamError("corrupted stream: decoded pixels fail the checksum")
+    if c.icc_profile:
+        im.info["icc_profile"] = c.icc_profile
+    return np.asarray(im) if as_array else im
+
+
+def info(data: bytes, max_pixels: int = ct.DEFAULT_MAX_PIXELS) -> dict:
+    """Header fields and rates of a .nlc stream (checks its checksums, does not decode)."""
+    c = ct.loads(data, max_pixels=max_pixels)
+    subpixels = c.width * c.height * max(1, sum(s.channels for s in c.segments))
+    return {
+        "format_version": ct.VERSION,
+        "width": c.width,
+        "height": c.height,
+        "mode": c.mode,
+        "kind": "neural" if c.kind == ct.KIND_NEURAL else "fallback",
+        "icc_profile_bytes": len(c.icc_profile),
+        "pixel_crc32": f"{c.pixel_crc:08x}",
+        "file_bytes": len(data),
+        "bits_per_subpixel": 8 * len(data) / subpixels,
+        "segments": [
+            {
+                "type": {ct.SEG_NEURAL: "neural", ct.SEG_CONSTANT: "constant", ct.SEG_FALLBACK: "fallback"}[s.type],
+                "channels": s.channels,
+                **({"model": s.model_name, "model_sha256": s.model_sha256.hex(), "tile": s.tile} if s.type == ct.SEG_NEURAL else {}),
+                **({"value": s.value} if s.type == ct.SEG_CONSTANT else {}),
+                **({"method": "png" if s.method == ct.FALLBACK_PNG else "raw-lzma"} if s.type == ct.SEG_FALLBACK else {}),
+                "payload_bytes": len(s.payload),
+            }
+            for s in c.segments
+        ],
+    }

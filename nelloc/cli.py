@@ -1,0 +1,249 @@
+"""`nelloc` command line: a thin shell over ``nelloc.api`` (and training / benchmarks / OOD).
+
+Errors are one line on stderr (``nelloc: error: ...``) and a non-zero exit; outputs are written to
+a temporary file in the destination folder and renamed into place, so a failure never leaves a
+partial file, and an existing file is only replaced with ``--force``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from nelloc import api
+from nelloc.container import DEFAULT_MAX_PIXELS
+from nelloc.data import IMAGE_SUFFIXES
+from nelloc.errors import NellocError
+
+NLC_SUFFIX = ".nlc"
+LOSSLESS_OUTPUTS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP", ".webp": "WEBP",
+                    ".ppm": "PPM", ".pgm": "PPM", ".pnm": "PPM"}
+
+
+class CliError(NellocError):
+    pass
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"nelloc: error: {msg}", err=True)
+
+
+def _expand(inputs: tuple[str, ...], suffixes: set[str]) -> list[Path]:
+    files: list[Path] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in suffixes)
+            if not found:
+                raise CliError(f"{p}: no {'/'.join(sorted(suffixes))} files in this directory")
+            files += found
+        else:
+            files.append(p)
+    return files
+
+
+def _destinations(files: list[Path], output: str | None, out_dir: str | None, suffix: str) -> list[Path]:
+    if output and out_dir:
+        raise CliError("use either -o/--output or --out-dir, not both")
+    if output:
+        if len(files) != 1:
+            raise CliError("-o/--output takes one input; use --out-dir for several")
+        return [Path(output)]
+    base = Path(out_dir) if out_dir else None
+    if base is not None and not base.is_dir():
+        raise CliError(f"{base}: output directory does not exist")
+    return [(base or f.parent) / (f.stem + suffix) for f in files]
+
+
+def _write_atomic(dest: Path, write, force: bool) -> None:
+    """Write via a temporary file in the destination folder, then rename (never a partial file)."""
+    if dest.exists() and not force:
+        raise CliError(f"{dest}: already exists (use --force to overwrite)")
+    if dest.is_dir():
+        raise CliError(f"{dest}: is a directory")
+    folder = dest.parent if str(dest.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=folder)
+    except OSError as exc:
+        raise CliError(f"{dest}: cannot write to {folder} ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _run_all(files, dests, work, quiet: bool, what: str) -> None:
+    failures = 0
+    bar = tqdm(total=len(files), desc=what, unit="file", disable=True if quiet else None, leave=False, file=sys.stderr)
+    for src, dest in zip(files, dests):
+        try:
+            line = work(src, dest)
+            if not quiet:
+                tqdm.write(line, file=sys.stderr)
+        except NellocError as exc:
+            failures += 1
+            msg = str(exc)
+            _fail(msg if str(src) in msg else f"{src}: {msg}")
+        except OSError as exc:
+            failures += 1
+            _fail(f"{src}: {exc.strerror or exc}")
+        bar.update(1)
+    bar.close()
+    if failures:
+        sys.exit(1)
+
+
+class _Group(click.Group):
+    """Turns every failure into one line on stderr and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except NellocError as exc:
+            _fail(str(exc))
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            _fail("interrupted")
+            ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug: still one line, and a distinct exit code
+            _fail(f"internal error: {type(exc).__name__}: {exc} (please report this)")
+            ctx.exit(70)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nelloc")
+def main() -> None:
+    """NeLLoC: neural local lossless image compression."""
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", help="Output file (one input only).")
+@click.option("--out-dir", help="Folder for the outputs (default: beside each input).")
+@click.option("--model", help="Model for the colour / grey planes (default: rgb or gray).")
+@click.option("--tile", type=click.IntRange(0, 65536), default=None, help="Tile size in pixels (0 = untiled; default 64).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+def compress(inputs, output, out_dir, model, tile, device, force, quiet) -> None:
+    """Compress images to .nlc files (IMG.png -> IMG.nlc)."""
+    files = _expand(inputs, IMAGE_SUFFIXES)
+    dests = _destinations(files, output, out_dir, NLC_SUFFIX)
+
+    def work(src: Path, dest: Path) -> str:
+        t0 = time.perf_counter()
+        im = api.to_image(src)
+        data = api.compress(im, model=model, tile=tile, device=device)
+        _write_atomic(dest, lambda f: f.write(data), force)
+        raw = len(im.tobytes())
+        sub = im.size[0] * im.size[1] * len(im.getbands())
+        return (f"{src} -> {dest}: {raw} -> {len(data)} bytes (ratio {raw / len(data):.2f}, "
+                f"{8 * len(data) / sub:.3f} bits/sub-pixel) in {time.perf_counter() - t0:.1f} s")
+
+    _run_all(files, dests, work, quiet, "compress")
+
+
+PNG_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "I", "I;16"}
+
+
+def _default_suffix(src: Path) -> str:
+    """.png, or .tif for the modes PNG cannot hold (CMYK, YCbCr, LAB, F, ...)."""
+    try:
+        with open(src, "rb") as f:
+            mode = api.info(f.read())["mode"]
+    except (NellocError, OSError):
+        return ".png"  # the real error is reported when the file is decoded
+    return ".png" if mode in PNG_MODES else ".tif"
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", help="Output image (one input only); format from the suffix (default .png).")
+@click.option("--out-dir", help="Folder for the outputs (default: beside each input).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
+              help="Refuse streams that claim more pixels than this.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+def decompress(inputs, output, out_dir, device, max_pixels, force, quiet) -> None:
+    """Decompress .nlc files to images (IMG.nlc -> IMG.png)."""
+    files = _expand(inputs, {NLC_SUFFIX})
+    dests = _destinations(files, output, out_dir, ".png")
+    for i, (src, dest) in enumerate(zip(files, dests)):
+        if not output and src.is_file():
+            dests[i] = dest.with_suffix(_default_suffix(src))
+
+    def work(src: Path, dest: Path) -> str:
+        fmt = LOSSLESS_OUTPUTS.get(dest.suffix.lower())
+        if fmt is None:
+            raise CliError(f"{dest}: unsupported or lossy output format (use one of {', '.join(sorted(LOSSLESS_OUTPUTS))})")
+        if dest.exists() and not force:
+            raise CliError(f"{dest}: already exists (use --force to overwrite)")
+        t0 = time.perf_counter()
+        data = Path(src).read_bytes()
+        im = api.decompress(data, device=device, max_pixels=max_pixels)
+        extra = {"lossless": True, "exact": True} if fmt == "WEBP" else {}
+        if im.info.get("icc_profile"):
+            extra["icc_profile"] = im.info["icc_profile"]
+
+        def write(f):
+            try:
+                im.save(f, format=fmt, **extra)
+            except (OSError, ValueError, KeyError) as exc:
+                raise CliError(f"{dest}: cannot store mode {im.mode} as {fmt} ({exc})") from None
+
+        _write_atomic(dest, write, force)
+        return f"{src} -> {dest}: {im.size[0]}x{im.size[1]} {im.mode} in {time.perf_counter() - t0:.1f} s"
+
+    _run_all(files, dests, work, quiet, "decompress")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(inputs, as_json) -> None:
+    """Show the header fields and bits per sub-pixel of .nlc files."""
+    failures = 0
+    for src in inputs:
+        try:
+            meta = api.info(Path(src).read_bytes())
+        except (NellocError, OSError) as exc:
+            failures += 1
+            _fail(f"{src}: {getattr(exc, 'strerror', None) or exc}")
+            continue
+        if as_json:
+            click.echo(json.dumps({"file": src, **meta}))
+            continue
+        click.echo(f"{src}: {meta['width']}x{meta['height']} {meta['mode']}, {meta['file_bytes']} bytes, "
+                   f"{meta['bits_per_subpixel']:.4f} bits/sub-pixel, format v{meta['format_version']}, {meta['kind']}")
+        for s in meta["segments"]:
+            fields = ", ".join(f"{k}={v}" for k, v in s.items())
+            click.echo(f"  segment: {fields}")
+    if failures:
+        sys.exit(1)
+
+
+@main.command("models")
+def models_cmd() -> None:
+    """List installed models."""
+    from nelloc import zoo
+
+    for name, path in zoo.list_models().items():
+        try:
+            m = zoo.load(name)
+            click.echo(f"{name}\t{m.cfg.channels}ch h={m.cfg.horizon} r={m.cfg.res_blocks} "
+                       f"width={m.cfg.width} K={m.cfg.mixtures}\t{path.stat().st_size} bytes\tsha256 {m.sha256[:16]}\t{path}")
+        except NellocError as exc:
+            click.echo(f"{name}\tunusable: {exc}")

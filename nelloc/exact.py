@@ -1,0 +1,298 @@
+"""The exact integer network the codec runs, exported from a trained float ``PixelCNN``.
+
+Why it is exact on every machine (CPU, CUDA, any BLAS, batch size or thread count):
+
+* every matmul multiplies int8-valued weights (|w| <= 127) by 8-bit activations (0..255) in
+  float32; the exporter and the loader check that each output channel's sum of |w| * 255 is below
+  2**24, so every partial sum in any order is an exactly representable integer;
+* re-quantisation between layers is ``floor(acc * mul + add)`` in float64 with ``mul`` and ``add``
+  dyadic rationals (integer / 2**S) stored in the file; the loader checks the products stay below
+  2**53, so no rounding happens anywhere;
+* the outputs are integer mixture parameters; the integer CDF (``mixture.counts``) takes it from
+  there with tables stored in the same file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from nelloc import mixture as mx
+from nelloc.errors import ModelError
+from nelloc.model import ACT_QMAX, PARAM_SPECS, WEIGHT_QMAX, ModelConfig, PixelCNN, causal_offsets
+from nelloc.model import output_layout, weight_scale
+
+FORMAT = "nelloc-exact-1"
+MUL_BITS = 24  # significant bits of each dyadic multiplier (acc * mul stays below 2**49)
+
+
+@dataclass
+class Layer:
+    weight: np.ndarray  # (fan_in, fan_out) int8
+    mul: np.ndarray  # (fan_out,) float64 dyadic
+    add: np.ndarray  # (fan_out,) float64 dyadic
+    lo: np.ndarray  # (fan_out,) clamp bounds, float64 integers
+    hi: np.ndarray
+
+
+def _dyadic(values: np.ndarray, exponent: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Round to integer / 2**S with MUL_BITS significant bits; returns (rounded values, S)."""
+    values = np.asarray(values, dtype=np.float64)
+    if exponent is None:
+        mag = np.maximum(np.abs(values), 1e-30)
+        exponent = MUL_BITS - np.ceil(np.log2(mag)).astype(np.int64)
+    return np.round(values * np.exp2(exponent)) * np.exp2(-exponent), exponent
+
+
+def _requant(weight: np.ndarray, scale: np.ndarray, bias: np.ndarray, lo, hi) -> Layer:
+    """Layer computing clamp(floor(acc * scale + bias), lo, hi) with dyadic scale and bias."""
+    mul, exponent = _dyadic(scale)
+    add, _ = _dyadic(bias, exponent)
+    n = len(mul)
+    return Layer(weight.astype(np.int8), mul, add, np.broadcast_to(np.float64(lo), (n,)).copy(),
+                 np.broadcast_to(np.float64(hi), (n,)).copy())
+
+
+def _int_weight(w: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    scale = weight_scale(w)
+    q = torch.round(w.detach() / scale.view(-1, *([1] * (w.dim() - 1)))).clamp(-WEIGHT_QMAX, WEIGHT_QMAX)
+    return q.numpy(), scale.double().numpy()
+
+
+def export(model: PixelCNN) -> dict[str, np.ndarray]:
+    """Float (fake-quantised) local model -> tensors of the exact model."""
+    cfg = model.cfg
+    if cfg.kind != "local":
+        raise ModelError("only local models can be exported to the exact codec model")
+    model = model.cpu().eval()
+    tensors: dict[str, np.ndarray] = {}
+
+    def put(prefix: str, layer: Layer) -> None:
+        for field in ("weight", "mul", "add", "lo", "hi"):
+            tensors[f"{prefix}.{field}"] = getattr(layer, field)
+
+    # first layer: gather order is (causal position, channel) with the validity plane last
+    w, s_w = _int_weight(model.first.weight * model.first.mask)
+    h = cfg.horizon
+    cols = [w[:, :, h + dy, h + dx] for dy, dx in causal_offsets(h)]  # each (out, cin)
+    w0 = np.stack(cols, axis=1).reshape(w.shape[0], -1).T  # (24 * cin, out)
+    s_in = 1.0 / 255.0
+    s_out = model.first_act.scale
+    bias = model.first.bias.detach().double().numpy()
+    put("first", _requant(w0, s_in * s_w / s_out, bias / s_out + 0.5, 0, ACT_QMAX))
+    s_in = s_out
+
+    for b, block in enumerate(model.blocks):
+        s_block_in = s_in
+        for i, (conv, act) in enumerate(zip(block.convs, block.acts)):
+            w, s_w = _int_weight(conv.weight * conv.mask)
+            s_out = act.scale
+            bias = conv.bias.detach().double().numpy()
+            put(f"block{b}.conv{i}", _requant(w[:, :, 0, 0].T, s_in * s_w / s_out, bias / s_out + 0.5, 0, ACT_QMAX))
+            s_in = s_out
+        s_res = block.out_act.scale
+        mul_x, _ = _dyadic(np.array([s_block_in / s_res]))
+        mul_h, _ = _dyadic(np.array([s_in / s_res]))
+        tensors[f"block{b}.residual"] = np.array([mul_x[0], mul_h[0]])
+        s_in = s_res
+
+    w, s_w = _int_weight(model.head.weight * model.head.mask)
+    s_out = model.head_act.scale
+    bias = model.head.bias.detach().double().numpy()
+    put("head", _requant(w[:, :, 0, 0].T, s_in * s_w / s_out, bias / s_out + 0.5, 0, ACT_QMAX))
+    s_in = s_out
+
+    w, s_w = _int_weight(model.out.weight * model.out.mask)
+    bias = model.out.bias.detach().double().numpy()
+    gain, offset, unit, lo, hi = (np.concatenate([np.full(n, PARAM_SPECS[k][i]) for k, n in output_layout(cfg)])
+                                  for i in range(5))
+    put("out", _requant(w[:, :, 0, 0].T, s_in * s_w * gain / unit, (gain * bias + offset) / unit + 0.5, lo, hi))
+    for name, table in mx.build_tables().items():
+        tensors[f"table.{name}"] = table
+    return tensors
+
+
+def digest(tensors: dict[str, np.ndarray], cfg: ModelConfig) -> str:
+    """SHA-256 of the model's config and every tensor (name, dtype, shape, bytes), sorted by name."""
+    h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    for name in sorted(tensors):
+        t = np.ascontiguousarray(tensors[name])
+        h.update(f"{name}|{t.dtype.str}|{t.shape}|".encode())
+        h.update(t.tobytes())
+    return h.hexdigest()
+
+
+def save(path: str | Path, tensors: dict[str, np.ndarray], cfg: ModelConfig, name: str) -> str:
+    meta = {"format": FORMAT, "name": name, "config": json.dumps(cfg.to_dict()), "sha256": digest(tensors, cfg)}
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=meta)
+    return meta["sha256"]
+
+
+class ExactModel:
+    """Integer-exact local PixelCNN: gathered neighbourhoods -> integer mixture parameters."""
+
+    def __init__(self, tensors: dict[str, np.ndarray], cfg: ModelConfig, name: str = "") -> None:
+        self.cfg, self.name = cfg, name
+        self.tensors = tensors
+        self.sha256 = digest(tensors, cfg)
+        self.tables = {k.split(".", 1)[1]: np.ascontiguousarray(v, dtype=np.int32)
+                       for k, v in tensors.items() if k.startswith("table.")}
+        self._check()
+        self.device = torch.device("cpu")
+        self._load_device()
+
+    # -- loading and validation -------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> "ExactModel":
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            if meta.get("format") != FORMAT:
+                raise ModelError(f"{path}: not a NeLLoC exact model (format {meta.get('format')!r})")
+            cfg = ModelConfig(**json.loads(meta["config"]))
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any parse failure is a bad model file
+            raise ModelError(f"{path}: cannot read model file ({exc})") from exc
+        model = cls(tensors, cfg, meta.get("name", Path(path).stem))
+        if meta.get("sha256") and meta["sha256"] != model.sha256:
+            raise ModelError(f"{path}: model file is corrupted (hash mismatch)")
+        return model
+
+    def _layer_names(self) -> list[str]:
+        names = ["first"]
+        for b in range(self.cfg.res_blocks):
+            names += [f"block{b}.conv{i}" for i in range(3)]
+        return names + ["head", "out"]
+
+    def _check(self) -> None:
+        """Refuse any model whose arithmetic could round (see the module docstring)."""
+        cfg = self.cfg
+        if cfg.kind != "local" or cfg.channels not in (1, 3):
+            raise ModelError("exact models must be local with 1 or 3 channels")
+        fan_in = len(causal_offsets(cfg.horizon)) * (cfg.channels + 1)
+        try:
+            for name in self._layer_names():
+                w = self.tensors[f"{name}.weight"]
+                if w.dtype != np.int8 or np.abs(w.astype(np.int64)).max() > WEIGHT_QMAX:
+                    raise ModelError(f"layer {name}: weights must be int8 in [-127, 127]")
+                acc_max = np.abs(w.astype(np.int64)).sum(axis=0) * ACT_QMAX
+                if acc_max.max() >= 2**24:
+                    raise ModelError(f"layer {name}: sums can reach 2**24, float32 would round")
+                mul, add = self.tensors[f"{name}.mul"], self.tensors[f"{name}.add"]
+                _, e = np.frexp(mul)
+                exps = MUL_BITS + 1 - e.astype(np.int64)
+                if (np.abs(mul) * acc_max * 2.0**exps + np.abs(add) * 2.0**exps >= 2**52).any():
+                    raise ModelError(f"layer {name}: re-quantisation can exceed 2**53")
+                for arr in (mul * 2.0**exps, add * 2.0**exps):
+                    if not np.array_equal(arr, np.round(arr)):
+                        raise ModelError(f"layer {name}: multipliers are not dyadic")
+            if self.tensors["first.weight"].shape[0] != fan_in:
+                raise ModelError("first layer does not match the configured horizon")
+            if self.tensors["out.weight"].shape[1] != cfg.out_channels:
+                raise ModelError("output layer does not match the configured mixture")
+            if self.tables["exp"].size != mx.EXP_TABLE_SIZE:
+                raise ModelError("bad exp table")
+            if self.tables["inv_scale"].size != mx.LOGSCALE_MAX - mx.LOGSCALE_MIN + 1:
+                raise ModelError("bad inverse-scale table")
+            if (self.tables["inv_scale"] <= 0).any() or self.tables["inv_scale"].max() >= 2**24:
+                raise ModelError("bad inverse-scale table")
+            if np.any(np.diff(self.tables["sigmoid"]) < 0):
+                raise ModelError("bad sigmoid table")
+        except KeyError as exc:
+            raise ModelError(f"model file lacks tensor {exc}") from exc
+
+    def _load_device(self) -> None:
+        dev = self.device
+        self._layers = {}
+        for name in self._layer_names():
+            t = self.tensors
+            self._layers[name] = (
+                torch.from_numpy(t[f"{name}.weight"].astype(np.float32)).to(dev),
+                torch.from_numpy(t[f"{name}.mul"]).to(dev),
+                torch.from_numpy(t[f"{name}.add"]).to(dev),
+                torch.from_numpy(t[f"{name}.lo"]).to(dev),
+                torch.from_numpy(t[f"{name}.hi"]).to(dev),
+            )
+        self._residual = [tuple(float(v) for v in self.tensors[f"block{b}.residual"])
+                          for b in range(self.cfg.res_blocks)]
+
+    def to(self, device: str | torch.device) -> "ExactModel":
+        device = torch.device(device)
+        if device != self.device:
+            self.device = device
+            self._load_device()
+        return self
+
+    @property
+    def fan_in(self) -> int:
+        return self.tensors["first.weight"].shape[0]
+
+    # -- inference ------------------------------------------------------------------------------
+    def _apply(self, name: str, x: torch.Tensor, act: bool = True) -> torch.Tensor:
+        w, mul, add, lo, hi = self._layers[name]
+        acc = torch.matmul(x, w).double()  # exact integers (checked bound)
+        y = torch.addcmul(add, acc, mul).floor_()  # exact dyadic arithmetic, no rounding
+        y = torch.maximum(torch.minimum(y, hi), lo)
+        return y.float() if act else y
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, fan_in) float32 integer-valued neighbourhoods -> (N, out_channels) float64 ints."""
+        cuda_tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            h = self._apply("first", x)
+            for b, (mx_, mh) in enumerate(self._residual):
+                t = h
+                for i in range(3):
+                    t = self._apply(f"block{b}.conv{i}", t)
+                h = (h.double() * mx_ + t.double() * mh + 0.5).floor_().clamp_(0, ACT_QMAX).float()
+            h = self._apply("head", h)
+            return self._apply("out", h, act=False)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = cuda_tf32
+
+    def split(self, out: np.ndarray) -> dict[str, np.ndarray]:
+        """(N, out_channels) -> int32 logits (N, K), means / logscale_idx (N, C, K), coeffs (N, 3, K)."""
+        cfg = self.cfg
+        n, k, c = out.shape[0], cfg.mixtures, cfg.channels
+        out = out.astype(np.int32)
+        parts, start = {}, 0
+        for kind, size in output_layout(cfg):
+            parts[kind] = out[:, start : start + size]
+            start += size
+        res = {
+            "logits": np.ascontiguousarray(parts["logit"]),
+            "means": parts["mean"].reshape(n, c, k),
+            "logscale_idx": parts["logscale"].reshape(n, c, k) - mx.LOGSCALE_MIN,
+        }
+        if c == 3:
+            res["coeffs"] = parts["coeff"].reshape(n, 3, k)
+        return res
+
+
+def coupled_means(params: dict[str, np.ndarray], channel: int, values: np.ndarray | None) -> np.ndarray:
+    """Means of ``channel`` (N, K) after adding coefficient * earlier channels (integer, 1/64 units).
+
+    ``values``: (N, channel) already known grey levels of the earlier channels of each pixel.
+    """
+    means = params["means"][:, channel, :].astype(np.int64)
+    if channel == 0:
+        return means.astype(np.int32)
+    coeffs = params["coeffs"].astype(np.int64)
+    terms = [(0, 0)] if channel == 1 else [(1, 0), (2, 1)]  # (coefficient index, source channel)
+    shift = np.zeros_like(means)
+    for ci, src in terms:
+        shift += coeffs[:, ci, :] * values[:, src : src + 1].astype(np.int64)
+    # coeff / 256 * value grey levels == coeff * value / 4 in 1/64 units; round half up
+    return np.clip(means + ((shift + 2) >> 2), mx.MEAN_MIN, mx.MEAN_MAX).astype(np.int32)

@@ -1,0 +1,165 @@
+"""Discretized logistic-uniform mixture (paper eq. 7): float likelihood and exact integer tables.
+
+Two views of the same distribution over the 256 values of a sub-pixel:
+
+* ``log_prob`` -- float, differentiable, for training and likelihood evaluation;
+* ``counts`` -- integer frequencies summing to ``TOTAL = 2**24 - 256`` built only from integer
+  arithmetic and the stored tables of a model file, for the range coder.  Every value keeps a
+  count >= ``UNIFORM`` (the alpha share), so nothing is ever impossible.
+
+Fixed-point conventions shared by the exporter (``exact.py``) and the C kernel (``_cdf.c``):
+
+====================  ==========================  ==========================
+parameter             integer unit                 range (inclusive)
+====================  ==========================  ==========================
+mixture logit         1/16 nat                     LOGIT_MIN..LOGIT_MAX
+mean                  1/64 grey level              MEAN_MIN..MEAN_MAX
+log-scale             1/16 (natural log, grey)     LOGSCALE_MIN..LOGSCALE_MAX
+channel coefficient   1/256                        COEFF_MIN..COEFF_MAX
+====================  ==========================  ==========================
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ALPHA = 1e-4
+NUM_VALUES = 256
+
+LOGIT_UNIT, LOGIT_MIN, LOGIT_MAX = 1 / 16, -2048, 2047
+MEAN_UNIT, MEAN_MIN, MEAN_MAX = 1 / 64, -64 * 64, 320 * 64
+LOGSCALE_UNIT, LOGSCALE_MIN, LOGSCALE_MAX = 1 / 16, -40, 96
+COEFF_UNIT, COEFF_MIN, COEFF_MAX = 1 / 256, -512, 512
+
+CDF_BITS = 20          # each component's CDF is an integer in [0, 2**20]
+WEIGHT_BITS = 12       # mixture weights are integers in [0, 2**12]
+INV_SCALE_BITS = 20    # 1/s in units of 2**-20
+SIG_STEPS_PER_UNIT = 64
+SIG_RANGE = 16         # sigmoid table covers t in [-16, 16]
+EXP_TABLE_SIZE = 256   # weight for logit gaps 0..255 (in 1/16 nat); larger gaps weigh 0
+TOTAL = 2**24 - 256    # constriction quantises a float64 row with this sum to exactly count + 1
+UNIFORM = 6            # floor of every count: (UNIFORM + 1) * 256 / 2**24 ~= ALPHA
+
+
+# --------------------------------------------------------------------------- float model
+
+
+def _log_bin_mass(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """log P(value == x) for discretized logistics in grey-level units (x in 0..255)."""
+    inv_s = torch.exp(-log_scale)
+    upper = (x + 0.5 - mean) * inv_s
+    lower = (x - 0.5 - mean) * inv_s
+    # sigma(a) - sigma(b) = sigma(a) * sigma(-b) * (1 - exp(b - a)): stable for every a > b.
+    middle = F.logsigmoid(upper) + F.logsigmoid(-lower) + torch.log(-torch.expm1(-inv_s))
+    first = F.logsigmoid(upper)
+    last = F.logsigmoid(-lower)
+    return torch.where(x <= 0, first, torch.where(x >= 255, last, middle))
+
+
+def log_prob(
+    x: torch.Tensor, logits: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor
+) -> torch.Tensor:
+    """Natural-log probability of integer-valued ``x`` under the logistic-uniform mixture.
+
+    ``x``: (...), values 0..255 as float; ``logits``, ``means``, ``log_scales``: (..., K) in
+    grey-level units.  Returns (...).
+    """
+    comp = _log_bin_mass(x.unsqueeze(-1), means, log_scales)
+    mix = torch.logsumexp(F.log_softmax(logits, dim=-1) + comp, dim=-1)
+    uniform = torch.full_like(mix, math.log(ALPHA / NUM_VALUES))
+    return torch.logaddexp(mix + math.log1p(-ALPHA), uniform)
+
+
+# --------------------------------------------------------------------------- integer tables
+
+
+def build_tables() -> dict[str, np.ndarray]:
+    """The lookup tables the integer CDF needs; computed once at export and stored in the model.
+
+    Stored rather than recomputed at decode time, so that no libm difference between machines
+    can ever reach a probability.
+    """
+    n_sig = 2 * SIG_RANGE * SIG_STEPS_PER_UNIT + 1
+    t = np.arange(n_sig, dtype=np.float64) / SIG_STEPS_PER_UNIT - SIG_RANGE
+    sig = np.round((1.0 / (1.0 + np.exp(-t))) * 2**CDF_BITS).astype(np.int32)
+    sig[0], sig[-1] = 0, 2**CDF_BITS
+    gaps = np.arange(EXP_TABLE_SIZE, dtype=np.float64) * LOGIT_UNIT
+    exp = np.round(np.exp(-gaps) * 2**WEIGHT_BITS).astype(np.int32)
+    ls = np.arange(LOGSCALE_MIN, LOGSCALE_MAX + 1, dtype=np.float64) * LOGSCALE_UNIT
+    inv_scale = np.round(np.exp(-ls) * 2**INV_SCALE_BITS).astype(np.int32)
+    return {"sigmoid": sig, "exp": exp, "inv_scale": inv_scale}
+
+
+def _component_cdf_ref(mean: np.ndarray, inv_scale: np.ndarray, sig: np.ndarray) -> np.ndarray:
+    """Integer CDF at the 255 inner bin edges v + 1/2, v = 0..254: (..., 255) int64."""
+    edges = 64 * np.arange(255, dtype=np.int64) + 32
+    t = (edges - mean[..., None].astype(np.int64)) * inv_scale[..., None].astype(np.int64)
+    pos = (t >> 20) + SIG_RANGE * SIG_STEPS_PER_UNIT  # index into the table, step 1/64
+    frac = (t >> 10) & 1023
+    inside = (pos >= 0) & (pos < sig.size - 1)
+    p = np.clip(pos, 0, sig.size - 2)
+    lo, hi = sig[p].astype(np.int64), sig[p + 1].astype(np.int64)
+    val = lo + (((hi - lo) * frac) >> 10)
+    return np.where(inside, val, np.where(pos < 0, 0, 2**CDF_BITS))
+
+
+def counts_reference(
+    logits: np.ndarray, means: np.ndarray, logscale_idx: np.ndarray, tables: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Pure-numpy reference of the C kernel: (N, K) int params -> (N, 256) int64 counts.
+
+    ``logscale_idx`` is the log-scale minus LOGSCALE_MIN (an index into ``inv_scale``).
+    """
+    sig, exp, inv = tables["sigmoid"], tables["exp"], tables["inv_scale"]
+    logits = logits.astype(np.int64)
+    gap = np.minimum(logits.max(axis=1, keepdims=True) - logits, EXP_TABLE_SIZE)
+    weight = np.where(gap < EXP_TABLE_SIZE, exp[np.minimum(gap, EXP_TABLE_SIZE - 1)], 0)
+    cdf = _component_cdf_ref(means, inv[logscale_idx], sig)  # (N, K, 255)
+    n, k = logits.shape
+    full = np.concatenate(
+        [np.zeros((n, k, 1), np.int64), cdf, np.full((n, k, 1), 2**CDF_BITS, np.int64)], axis=2
+    )
+    pmf = np.diff(full, axis=2)  # (N, K, 256), each row sums to 2**CDF_BITS
+    mass = (weight[..., None] * pmf).sum(axis=1)
+    norm = weight.sum(axis=1, keepdims=True) << CDF_BITS
+    counts = mass * (TOTAL - 256 * UNIFORM) // norm + UNIFORM
+    rest = TOTAL - counts.sum(axis=1)
+    counts[np.arange(n), counts.argmax(axis=1)] += rest
+    return counts
+
+
+def code_length_bits(counts: np.ndarray, symbols: np.ndarray) -> float:
+    """Exact ideal code length of ``symbols`` under integer ``counts`` (as the coder sees them)."""
+    picked = counts[np.arange(len(symbols)), symbols].astype(np.float64) + 1.0
+    return float(-np.log2(picked / 2**24).sum())
+
+
+def counts(
+    logits: np.ndarray,
+    means: np.ndarray,
+    logscale_idx: np.ndarray,
+    tables: dict[str, np.ndarray],
+    threads: int = 1,
+) -> np.ndarray:
+    """(N, K) integer params -> (N, 256) float64 integer counts (the C kernel; see the reference)."""
+    from nelloc import _cdf
+
+    logits = np.ascontiguousarray(logits, dtype=np.int32)
+    means = np.ascontiguousarray(means, dtype=np.int32)
+    logscale_idx = np.ascontiguousarray(logscale_idx, dtype=np.int32)
+    n, k = logits.shape
+    out = np.empty((n, NUM_VALUES), dtype=np.float64)
+    args = (logits, means, logscale_idx, tables["sigmoid"], tables["exp"], tables["inv_scale"], out)
+    bounds = np.linspace(0, n, max(1, min(threads, n // 256 + 1)) + 1).astype(int)
+    if len(bounds) == 2:
+        _cdf.build_counts(*args, 0, n, k)
+        return out
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(bounds) - 1) as pool:
+        list(pool.map(lambda b: _cdf.build_counts(*args, int(b[0]), int(b[1]), k), zip(bounds, bounds[1:])))
+    return out

@@ -1,0 +1,237 @@
+"""The local PixelCNN of the paper (Appendix A.3) as a float, trainable torch model.
+
+Trained with fake quantisation (straight-through rounding) so that ``nelloc.exact`` can export it
+to an integer network whose arithmetic is exact on any machine:
+
+* weights: symmetric int8 per output channel (|w| <= 127);
+* activations: unsigned 8-bit with a learned scale per layer (LSQ-style), ReLU fused into the clamp;
+* inputs: grey levels 0..255 plus a validity plane (255 inside the image, 0 in the padding), both
+  at scale 1/255;
+* outputs: mixture parameters rounded to the fixed-point grids of ``nelloc.mixture``.
+
+``kind="full"`` gives the full PixelCNN of the paper's OOD experiments (3x3 masked convolution in
+the middle of each residual block, so the receptive field grows); it is float only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nelloc import mixture as mx
+
+WEIGHT_QMAX = 127
+ACT_QMAX = 255
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a (local or full) PixelCNN."""
+
+    channels: int = 3  # image channels: 1 (grey / alpha) or 3 (RGB)
+    horizon: int = 3  # first-layer kernel 2h+1, mask A
+    res_blocks: int = 1
+    width: int = 256
+    mixtures: int = 10
+    kind: str = "local"  # "local" (1x1 residual blocks) or "full" (3x3 middle convolution)
+
+    @property
+    def params_per_component(self) -> int:
+        c = self.channels
+        return 1 + 2 * c + (3 if c == 3 else 0)
+
+    @property
+    def out_channels(self) -> int:
+        return self.mixtures * self.params_per_component
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def causal_offsets(horizon: int) -> list[tuple[int, int]]:
+    """(dy, dx) of the pixels a local model sees, in the order the exact model gathers them."""
+    rows = [(dy, dx) for dy in range(-horizon, 0) for dx in range(-horizon, horizon + 1)]
+    return rows + [(0, dx) for dx in range(-horizon, 0)]
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.round(x) - x).detach()
+
+
+def quantize_weight(w: torch.Tensor) -> torch.Tensor:
+    """Fake-quantise to int8 with one scale per output channel (dim 0)."""
+    scale = w.detach().abs().flatten(1).amax(1).clamp_min(1e-8) / WEIGHT_QMAX
+    scale = scale.view(-1, *([1] * (w.dim() - 1)))
+    return round_ste(w / scale).clamp(-WEIGHT_QMAX, WEIGHT_QMAX) * scale
+
+
+def weight_scale(w: torch.Tensor) -> torch.Tensor:
+    return w.detach().abs().flatten(1).amax(1).clamp_min(1e-8) / WEIGHT_QMAX
+
+
+class ActQuant(nn.Module):
+    """ReLU + unsigned 8-bit fake quantisation with a learned scale (LSQ)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.tensor(math.log(4.0 / ACT_QMAX)))
+        self.register_buffer("initialised", torch.tensor(False))
+
+    def forward(self, x: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+        if not quantize:
+            return F.relu(x)
+        if self.training and not bool(self.initialised):
+            with torch.no_grad():  # calibrate on the first batch: cover the 99.9th percentile
+                top = torch.quantile(F.relu(x).flatten()[:1_000_000].float(), 0.999).clamp_min(1e-3)
+                self.log_scale.fill_(math.log(float(top) / ACT_QMAX))
+                self.initialised.fill_(True)
+        scale = self.log_scale.exp()
+        return round_ste(x / scale).clamp(0, ACT_QMAX) * scale
+
+    @property
+    def scale(self) -> float:
+        return float(self.log_scale.detach().exp())
+
+
+class MaskedConv(nn.Conv2d):
+    """Convolution over the causal half-plane; mask "A" hides the centre, mask "B" keeps it."""
+
+    def __init__(self, cin: int, cout: int, k: int, mask: str) -> None:
+        super().__init__(cin, cout, k, padding=k // 2)
+        m = torch.zeros(k, k)
+        c = k // 2
+        m[:c, :] = 1
+        m[c, : c + (1 if mask == "B" else 0)] = 1
+        self.register_buffer("mask", m.expand(cout, cin, k, k).clone())
+
+    def forward(self, x: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+        w = self.weight * self.mask
+        if quantize:
+            w = quantize_weight(w)
+        return F.conv2d(x, w, self.bias, padding=self.padding)
+
+
+class ResBlock(nn.Module):
+    """Algorithm 1: three masked convolutions with ReLU, added to the input."""
+
+    def __init__(self, width: int, middle_kernel: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(
+            [MaskedConv(width, width, 1, "B"), MaskedConv(width, width, middle_kernel, "B"),
+             MaskedConv(width, width, 1, "B")]
+        )
+        self.acts = nn.ModuleList([ActQuant() for _ in range(3)])
+        self.out_act = ActQuant()  # re-quantises the residual sum to 8 bits
+
+    def forward(self, x: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+        h = x
+        for conv, act in zip(self.convs, self.acts):
+            h = act(conv(h, quantize), quantize)
+        return self.out_act(x + h, quantize)
+
+
+# Output parameter = GAIN * raw + OFFSET, then rounded to the mixture's fixed-point grid.  The gains
+# let Adam move means (grey levels) as fast as logits; the exporter folds them into the last layer.
+PARAM_SPECS = {  # name: (gain, offset, unit, lo, hi)
+    "logit": (1.0, 0.0, mx.LOGIT_UNIT, mx.LOGIT_MIN, mx.LOGIT_MAX),
+    "mean": (127.5, 127.5, mx.MEAN_UNIT, mx.MEAN_MIN, mx.MEAN_MAX),
+    "logscale": (1.0, 2.0, mx.LOGSCALE_UNIT, mx.LOGSCALE_MIN, mx.LOGSCALE_MAX),
+    "coeff": (1.0, 0.0, mx.COEFF_UNIT, mx.COEFF_MIN, mx.COEFF_MAX),
+}
+
+
+def output_layout(cfg: ModelConfig) -> list[tuple[str, int]]:
+    """(parameter kind, count) in the order of the last layer's output channels."""
+    k, c = cfg.mixtures, cfg.channels
+    layout = [("logit", k), ("mean", k * c), ("logscale", k * c)]
+    if c == 3:
+        layout.append(("coeff", k * 3))
+    return layout
+
+
+def quantize_param(raw: torch.Tensor, kind: str, quantize: bool) -> torch.Tensor:
+    gain, offset, unit, lo, hi = PARAM_SPECS[kind]
+    value = raw * gain + offset
+    if not quantize:
+        return value.clamp(lo * unit, hi * unit)
+    return round_ste(value / unit).clamp(lo, hi) * unit
+
+
+class PixelCNN(nn.Module):
+    """Algorithm 2 with a PixelCNN++ colour head: one pass per pixel gives all its parameters."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        k = 2 * cfg.horizon + 1
+        self.first = MaskedConv(cfg.channels + 1, cfg.width, k, "A")
+        self.first_act = ActQuant()
+        middle = 1 if cfg.kind == "local" else 3
+        self.blocks = nn.ModuleList([ResBlock(cfg.width, middle) for _ in range(cfg.res_blocks)])
+        self.head = MaskedConv(cfg.width, cfg.width, 1, "B")
+        self.head_act = ActQuant()
+        self.out = MaskedConv(cfg.width, cfg.out_channels, 1, "B")
+        with torch.no_grad():
+            self.out.weight.mul_(0.1)
+            self.out.bias.zero_()
+        self.quantize = cfg.kind == "local"
+
+    def raw_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) grey levels 0..255 (float) -> (B, out_channels, H, W) raw outputs."""
+        q = self.quantize
+        valid = torch.ones_like(x[:, :1])
+        h = torch.cat([x / 255.0, valid], dim=1)  # zero padding => validity 0 outside the image
+        h = self.first_act(self.first(h, q), q)
+        for block in self.blocks:
+            h = block(h, q)
+        h = self.head_act(self.head(h, q), q)
+        return self.out(h, q)
+
+    def mixture_params(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-pixel mixture parameters in grey-level units, channel coupling applied with ``x``.
+
+        Returns logits (B, H, W, K) and means / log_scales (B, H, W, C, K).
+        """
+        cfg = self.cfg
+        raw = self.raw_outputs(x).permute(0, 2, 3, 1)
+        parts, start = {}, 0
+        for kind, n in output_layout(cfg):
+            parts[kind] = quantize_param(raw[..., start : start + n], kind, self.quantize)
+            start += n
+        b, hh, ww, _ = raw.shape
+        k, c = cfg.mixtures, cfg.channels
+        means = parts["mean"].reshape(b, hh, ww, c, k)
+        if c == 3:
+            coeff = parts["coeff"].reshape(b, hh, ww, 3, k)
+            xs = x.permute(0, 2, 3, 1).unsqueeze(-1)  # (B, H, W, 3, 1)
+            g = means[..., 1, :] + coeff[..., 0, :] * xs[..., 0, :]
+            bl = means[..., 2, :] + coeff[..., 1, :] * xs[..., 0, :] + coeff[..., 2, :] * xs[..., 1, :]
+            if self.quantize:
+                g = round_ste(g / mx.MEAN_UNIT).clamp(mx.MEAN_MIN, mx.MEAN_MAX) * mx.MEAN_UNIT
+                bl = round_ste(bl / mx.MEAN_UNIT).clamp(mx.MEAN_MIN, mx.MEAN_MAX) * mx.MEAN_UNIT
+            means = torch.stack([means[..., 0, :], g, bl], dim=-2)
+        return {
+            "logits": parts["logit"],
+            "means": means,
+            "log_scales": parts["logscale"].reshape(b, hh, ww, c, k),
+        }
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Natural-log likelihood of every sub-pixel: (B, C, H, W)."""
+        p = self.mixture_params(x)
+        xs = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+        logits = p["logits"].unsqueeze(-2).expand_as(p["means"])
+        lp = mx.log_prob(xs, logits, p["means"], p["log_scales"])
+        return lp.permute(0, 3, 1, 2)
+
+    def bits(self, x: torch.Tensor) -> torch.Tensor:
+        """Code length in bits per image: (B,)."""
+        return -self.log_prob(x).flatten(1).sum(1) / math.log(2)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for name, p in model.named_parameters() if "log_scale" not in name)

@@ -1,0 +1,201 @@
+"""Training: random crops from staged sets -> fake-quantised PixelCNN -> checkpoints -> exact export.
+
+Resumable exactly: a checkpoint holds the model, the optimiser, the step, every RNG state and the
+sampler's state, so an interrupted run continues with the same batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from nelloc import data as datasets
+from nelloc.model import ModelConfig, PixelCNN, count_parameters
+
+
+@dataclass
+class TrainConfig:
+    data: list[str] = field(default_factory=lambda: ["cifar10-train"])  # "name" or "name:weight"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    crop: int = 32
+    batch: int = 32
+    lr: float = 3e-4
+    steps: int = 1000
+    val_every: int = 200
+    ckpt_every: int = 100
+    val_crops: int = 64
+    seed: int = 0
+    threads: int = 0  # 0 = torch default
+    device: str = "cpu"
+
+
+class CropSampler:
+    """Random crops with horizontal flips from a weighted mixture of image sets."""
+
+    def __init__(self, sources: list[tuple[list[np.ndarray], float]], crop: int, seed: int) -> None:
+        self.sources = [imgs for imgs, _ in sources]
+        w = np.array([wt for _, wt in sources], dtype=np.float64)
+        self.weights = w / w.sum()
+        self.crop = crop
+        self.rng = np.random.default_rng(seed)
+
+    def _one(self, rng: np.random.Generator) -> np.ndarray:
+        imgs = self.sources[rng.choice(len(self.sources), p=self.weights)]
+        img = imgs[rng.integers(len(imgs))]
+        h, w = img.shape[:2]
+        ch, cw = min(self.crop, h), min(self.crop, w)
+        y, x = rng.integers(h - ch + 1), rng.integers(w - cw + 1)
+        patch = img[y : y + ch, x : x + cw]
+        if (ch, cw) != (self.crop, self.crop):  # tiny images: tile by reflection to the crop size
+            patch = np.pad(patch, [(0, self.crop - ch), (0, self.crop - cw)] + [(0, 0)] * (img.ndim - 2), mode="symmetric")
+        return patch[:, ::-1] if rng.random() < 0.5 else patch
+
+    def batch(self, n: int, rng: np.random.Generator | None = None) -> torch.Tensor:
+        rng = rng or self.rng
+        arr = np.stack([self._one(rng) for _ in range(n)])
+        if arr.ndim == 3:
+            arr = arr[..., None]
+        return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
+
+
+def _parse_source(spec: str) -> tuple[str, float]:
+    name, _, weight = spec.partition(":")
+    return name, float(weight or 1.0)
+
+
+def _split(imgs: list[np.ndarray], holdout: float = 0.05) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Deterministic train / validation split: every 20th image is held out (at least one)."""
+    if len(imgs) == 1:
+        return imgs, imgs
+    step = max(2, int(round(1 / holdout)))
+    val = imgs[::step]
+    train = [im for i, im in enumerate(imgs) if i % step]
+    return train, val
+
+
+def build_samplers(cfg: TrainConfig) -> tuple[CropSampler, torch.Tensor]:
+    train_sources, val_sources = [], []
+    for spec in cfg.data:
+        name, weight = _parse_source(spec)
+        if name in datasets.EVALUATION_SETS:
+            raise ValueError(f"{name} is an evaluation set; never train on it")
+        imgs = datasets.load_images(name, channels=cfg.model.channels)
+        train, val = _split(imgs)
+        train_sources.append((train, weight))
+        val_sources.append((val, weight))
+    sampler = CropSampler(train_sources, cfg.crop, cfg.seed)
+    val_rng = np.random.default_rng(cfg.seed + 1)
+    val = CropSampler(val_sources, cfg.crop, cfg.seed + 1).batch(cfg.val_crops, val_rng)
+    return sampler, val
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.device = torch.device(cfg.device)
+        self.model = PixelCNN(cfg.model).to(self.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.sampler, self.val = build_samplers(cfg)
+        self.step = 0
+        self.wall = 0.0
+        self.best_val = math.inf
+        ckpt = self.run_dir / "last.pt"
+        if ckpt.exists():
+            self.load(ckpt)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "config": json.dumps(asdict(self.cfg)),
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "step": self.step,
+            "wall": self.wall,
+            "best_val": self.best_val,
+            "torch_rng": torch.get_rng_state(),
+            "sampler_rng": json.dumps(self.sampler.rng.bit_generator.state),
+        }
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state(), tmp)
+        tmp.replace(path)
+
+    def load(self, path: Path) -> None:
+        st = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        self.step, self.wall, self.best_val = int(st["step"]), float(st["wall"]), float(st["best_val"])
+        torch.set_rng_state(st["torch_rng"])
+        self.sampler.rng.bit_generator.state = json.loads(st["sampler_rng"])
+
+    # -- loop -------------------------------------------------------------------------------
+    def bits_per_dim(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.bits(x.to(self.device)).mean() / x[0].numel()
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        self.model.eval()
+        bpd = float(torch.cat([self.model.bits(b.to(self.device)) for b in self.val.split(32)]).mean()) / self.val[0].numel()
+        self.model.train()
+        return bpd
+
+    def train_step(self) -> float:
+        x = self.sampler.batch(self.cfg.batch)
+        loss = self.bits_per_dim(x)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        return float(loss.detach())
+
+    def log(self, record: dict) -> None:
+        with open(self.run_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def run(self, steps: int | None = None, quiet: bool = False) -> None:
+        cfg = self.cfg
+        target = steps if steps is not None else cfg.steps
+        self.model.train()
+        bar = tqdm(total=target, initial=self.step, disable=quiet, desc="train", unit="step")
+        running = None
+        while self.step < target:
+            t0 = time.perf_counter()
+            loss = self.train_step()
+            self.wall += time.perf_counter() - t0
+            running = loss if running is None else 0.98 * running + 0.02 * loss
+            bar.update(1)
+            bar.set_postfix(bpd=f"{running:.3f}")
+            record = {"step": self.step, "loss_bpd": loss, "wall_s": round(self.wall, 2)}
+            if self.step % cfg.val_every == 0 or self.step == target:
+                record["val_bpd"] = self.validate()
+                if record["val_bpd"] < self.best_val:
+                    self.best_val = record["val_bpd"]
+                    torch.save(self.model.state_dict(), self.run_dir / "best_model.pt")
+            self.log(record)
+            if self.step % cfg.ckpt_every == 0 or self.step == target:
+                self.save(self.run_dir / "last.pt")
+        bar.close()
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    st = torch.load(Path(run_dir) / "last.pt", map_location="cpu", weights_only=True)
+    raw = json.loads(st["config"])
+    raw["model"] = ModelConfig(**raw["model"])
+    return TrainConfig(**raw)
+
+
+def model_summary(model: PixelCNN) -> dict:
+    return {"parameters": count_parameters(model), "config": model.cfg.to_dict()}

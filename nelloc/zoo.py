@@ -1,0 +1,78 @@
+"""Installed models, by name: ``models/NAME.safetensors`` (+ ``NAME.json`` model card).
+
+Search path: ``$NELLOC_MODELS`` (``os.pathsep``-separated), then the repository's ``models/``
+folder, then the copy installed with the package.  A model name may also be a path to a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from nelloc.errors import ModelError
+from nelloc.exact import ExactModel
+
+DEFAULT_MODELS = {1: "gray", 3: "rgb"}
+
+
+def model_dirs() -> list[Path]:
+    dirs = [Path(p) for p in os.environ.get("NELLOC_MODELS", "").split(os.pathsep) if p]
+    here = Path(__file__).resolve().parent
+    return dirs + [here.parent / "models", here / "models"]
+
+
+def list_models() -> dict[str, Path]:
+    """name -> file of every installed model (the first found on the search path wins)."""
+    found: dict[str, Path] = {}
+    for d in model_dirs():
+        if d.is_dir():
+            for p in sorted(d.glob("*.safetensors")):
+                found.setdefault(p.stem, p)
+    return found
+
+
+def model_path(name: str) -> Path:
+    if name.endswith(".safetensors") and Path(name).is_file():
+        return Path(name)
+    models = list_models()
+    if name not in models:
+        have = ", ".join(sorted(models)) or "none"
+        raise ModelError(f"model {name!r} is not installed (installed: {have})")
+    return models[name]
+
+
+@lru_cache(maxsize=16)
+def _load(path: str, mtime: float) -> ExactModel:
+    return ExactModel.load(path)
+
+
+def load(name: str) -> ExactModel:
+    path = model_path(name)
+    return _load(str(path), path.stat().st_mtime)
+
+
+def find_by_sha256(sha256: str) -> ExactModel | None:
+    """The installed model with this digest, if any (used when a stream's model name differs)."""
+    for name in list_models():
+        try:
+            model = load(name)
+        except ModelError:
+            continue
+        if model.sha256 == sha256:
+            return model
+    return None
+
+
+def default_model(channels: int) -> str:
+    return DEFAULT_MODELS[channels]
+
+
+def model_size_bytes(name: str) -> int:
+    return model_path(name).stat().st_size
+
+
+def model_card(name: str) -> dict:
+    card = model_path(name).with_suffix(".json")
+    return json.loads(card.read_text()) if card.exists() else {}
