@@ -1,0 +1,150 @@
+"""Exactness: the integer network gives identical outputs whatever the batching, order or thread
+count, the decoder rebuilds exactly the encoder's tables, and export stays close to the float model."""
+
+import numpy as np
+import pytest
+import torch
+
+from nelloc import codec, exact
+from nelloc import mixture as mx
+from nelloc.errors import ModelError
+from nelloc.model import ModelConfig, PixelCNN
+from nelloc.schedule import TileGrid, gather
+
+from conftest import TEST_DATA, smooth_image
+
+
+def exported(cfg: ModelConfig, seed: int = 0) -> exact.ExactModel:
+    torch.manual_seed(seed)
+    model = PixelCNN(cfg)
+    model.train()
+    model.bits(torch.rand(2, cfg.channels, 12, 12) * 255)  # calibrates the activation scales
+    return exact.ExactModel(exact.export(model.eval()), cfg)
+
+
+@pytest.fixture(scope="module")
+def paper_size_model():
+    """h = 3, r = 1, 256 channels, K = 10: the paper's model size (untrained weights)."""
+    return exported(ModelConfig(width=256))
+
+
+@pytest.fixture(scope="module")
+def tiny_rgb():
+    return exact.ExactModel.load(TEST_DATA / "tiny-rgb.safetensors")
+
+
+def outputs_by_steps(model, img, tile, batch, threads):
+    grid = TileGrid(img.shape[0], img.shape[1], tile, model.cfg.horizon, model.cfg.channels)
+    canvas = grid.full_canvas(img, torch.device("cpu"))
+    cells, _, _ = grid.order
+    offs = torch.from_numpy(grid.neighbour_offsets)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        parts = [
+            model.forward(gather(canvas, torch.from_numpy(cells[s : s + batch]), offs)).numpy()
+            for s in range(0, len(cells), batch)
+        ]
+    finally:
+        torch.set_num_threads(old)
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("which", ["tiny_rgb", "paper_size_model"])
+def test_network_outputs_identical_for_any_batch_and_threads(which, request):
+    model = request.getfixturevalue(which)
+    img = smooth_image(23, 29, 3, seed=3)
+    reference = outputs_by_steps(model, img, 8, 10**9, 1)
+    for batch in (1, 7):
+        assert np.array_equal(outputs_by_steps(model, img, 8, batch, 1), reference)
+    assert np.array_equal(outputs_by_steps(model, img, 8, 10**9, 2), reference)
+    assert np.array_equal(reference, np.round(reference))
+
+
+def test_network_outputs_independent_of_row_order(paper_size_model):
+    x = torch.randint(0, 256, (300, paper_size_model.fan_in)).float()
+    perm = torch.randperm(300)
+    a = paper_size_model.forward(x).numpy()
+    b = paper_size_model.forward(x[perm].contiguous()).numpy()
+    assert np.array_equal(a[perm.numpy()], b)
+
+
+@pytest.mark.parametrize("tile", [0, 5, 16])
+def test_decoder_rebuilds_the_encoders_tables(tiny_rgb, tile, monkeypatch):
+    img = smooth_image(13, 11, 3, seed=4)
+    recorded = []
+    real_counts = mx.counts
+
+    def spy(*args, **kwargs):
+        out = real_counts(*args, **kwargs)
+        recorded.append(out.copy())
+        return out
+
+    monkeypatch.setattr(mx, "counts", spy)
+    payload = codec.encode_plane(tiny_rgb, img, tile)
+    enc = np.concatenate(recorded)
+    recorded.clear()
+    decoded = codec.decode_plane(tiny_rgb, payload, 13, 11, tile)
+    dec = np.concatenate(recorded)
+    assert np.array_equal(decoded, img)
+    assert np.array_equal(enc, dec)  # same tables, in the same symbol order
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_round_trip_with_thread_counts(paper_size_model, threads):
+    img = smooth_image(9, 14, 3, seed=5)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        payload = codec.encode_plane(paper_size_model, img, 4)
+    finally:
+        torch.set_num_threads(old)
+    torch.set_num_threads(3 - threads)
+    try:
+        assert np.array_equal(codec.decode_plane(paper_size_model, payload, 9, 14, 4), img)
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_export_close_to_float_model():
+    torch.manual_seed(0)
+    cfg = ModelConfig(width=32, mixtures=5)
+    model = PixelCNN(cfg)
+    img = smooth_image(24, 24, 3, seed=6)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    for _ in range(30):
+        loss = model.bits(x).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        float_bits = float(model.bits(x))
+    em = exact.ExactModel(exact.export(model), cfg)
+    exact_bits = codec.plane_code_length(em, img, 0)
+    assert abs(exact_bits - float_bits) / float_bits < 0.01
+
+
+def test_loader_refuses_models_that_could_round(tmp_path):
+    em = exact.ExactModel.load(TEST_DATA / "tiny-rgb.safetensors")
+    tensors = dict(em.tensors)
+    w = tensors["head.weight"].copy()
+    w[:] = 127  # sum of |w| * 255 over 16 inputs is fine; make the fan-in huge instead
+    big = np.full((70000, w.shape[1]), 127, np.int8)
+    tensors["head.weight"] = big
+    with pytest.raises(ModelError):
+        exact.ExactModel(tensors, em.cfg)
+    tensors = dict(em.tensors)
+    tensors["out.mul"] = tensors["out.mul"] * (1 + 2**-40)  # no longer dyadic with 24 bits
+    with pytest.raises(ModelError):
+        exact.ExactModel(tensors, em.cfg)
+
+
+def test_corrupted_model_file_is_refused(tmp_path):
+    data = bytearray((TEST_DATA / "tiny-gray.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ModelError):
+        exact.ExactModel.load(bad)
