@@ -247,3 +247,54 @@ def models_cmd() -> None:
                        f"width={m.cfg.width} K={m.cfg.mixtures}\t{path.stat().st_size} bytes\tsha256 {m.sha256[:16]}\t{path}")
         except NellocError as exc:
             click.echo(f"{name}\tunusable: {exc}")
+
+
+@main.command()
+@click.argument("run_dir")
+@click.option("--data", "data", multiple=True, help="Training set NAME[:WEIGHT] (repeatable), e.g. clic:0.6.")
+@click.option("--channels", type=click.Choice(["1", "3"]), default="3", show_default=True)
+@click.option("--width", type=int, default=256, show_default=True)
+@click.option("--res-blocks", type=int, default=1, show_default=True)
+@click.option("--horizon", type=int, default=3, show_default=True)
+@click.option("--mixtures", type=int, default=10, show_default=True)
+@click.option("--kind", type=click.Choice(["local", "full"]), default="local", show_default=True)
+@click.option("--crop", type=int, default=32, show_default=True)
+@click.option("--batch", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--steps", type=int, default=4000, show_default=True)
+@click.option("--qat-start", type=float, default=0.8, show_default=True, help="Fraction of steps before fake quantisation.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=int, default=0, help="torch threads (0 = default).")
+@click.option("-q", "--quiet", is_flag=True)
+def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, crop, batch, lr, steps, qat_start,
+          device, threads, quiet) -> None:
+    """Train (or resume, if RUN_DIR has a checkpoint) a model on staged data."""
+    from nelloc.model import ModelConfig
+    from nelloc.train import TrainConfig, Trainer, load_run_config
+
+    if (Path(run_dir) / "last.pt").exists():
+        cfg = load_run_config(run_dir)
+        cfg.steps = max(cfg.steps, steps)
+    else:
+        model = ModelConfig(int(channels), horizon, res_blocks, width, mixtures, kind)
+        cfg = TrainConfig(list(data) or ["cifar10-train"], model, crop, batch, lr, steps, qat_start=qat_start,
+                          device=device, threads=threads)
+    try:
+        Trainer(cfg, run_dir).run(quiet=quiet)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+
+
+@main.command("export")
+@click.argument("run_dir")
+@click.option("--name", required=True, help="Model name (file NAME.safetensors).")
+@click.option("--out-dir", default="models", show_default=True)
+@click.option("--eval", "evaluate", multiple=True, help="Evaluation set for the model card (repeatable).")
+@click.option("--limit", type=int, default=None, help="Images per evaluation set.")
+def export_cmd(run_dir, name, out_dir, evaluate, limit) -> None:
+    """Export a trained run to the exact model the codec runs, with its model card."""
+    from nelloc.train import export_run
+
+    card = export_run(run_dir, name, out_dir, list(evaluate), limit)
+    click.echo(json.dumps({k: card[k] for k in ("name", "sha256", "parameters", "file_bytes")}))
+    click.echo(json.dumps(card["evaluation"]))

@@ -32,6 +32,8 @@ class TrainConfig:
     ckpt_every: int = 100
     val_crops: int = 64
     seed: int = 0
+    qat_start: float = 0.8  # fraction of the steps trained in float before fake quantisation
+    warmup: int = 100
     threads: int = 0  # 0 = torch default
     device: str = "cpu"
 
@@ -147,12 +149,27 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> float:
+        self.model.quantize = self.quantizing(self.step - 1)
         self.model.eval()
         bpd = float(torch.cat([self.model.bits(b.to(self.device)) for b in self.val.split(32)]).mean()) / self.val[0].numel()
         self.model.train()
         return bpd
 
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to 10% of the peak at the last step."""
+        cfg = self.cfg
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+        return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+    def quantizing(self, step: int) -> bool:
+        return self.cfg.model.kind == "local" and step >= int(self.cfg.qat_start * self.cfg.steps)
+
     def train_step(self) -> float:
+        self.model.quantize = self.quantizing(self.step)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.step)
         x = self.sampler.batch(self.cfg.batch)
         loss = self.bits_per_dim(x)
         self.opt.zero_grad(set_to_none=True)
@@ -181,7 +198,8 @@ class Trainer:
             record = {"step": self.step, "loss_bpd": loss, "wall_s": round(self.wall, 2)}
             if self.step % cfg.val_every == 0 or self.step == target:
                 record["val_bpd"] = self.validate()
-                if record["val_bpd"] < self.best_val:
+                record["quantized"] = self.model.quantize
+                if self.model.quantize and record["val_bpd"] < self.best_val:
                     self.best_val = record["val_bpd"]
                     torch.save(self.model.state_dict(), self.run_dir / "best_model.pt")
             self.log(record)
@@ -199,3 +217,78 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
 
 def model_summary(model: PixelCNN) -> dict:
     return {"parameters": count_parameters(model), "config": model.cfg.to_dict()}
+
+
+def load_float_model(run_dir: str | Path, which: str = "best") -> PixelCNN:
+    """The trained float (fake-quantised) model of a run: ``best`` (by validation) or ``last``."""
+    cfg = load_run_config(run_dir)
+    model = PixelCNN(cfg.model)
+    if which == "best" and (Path(run_dir) / "best_model.pt").exists():
+        state = torch.load(Path(run_dir) / "best_model.pt", map_location="cpu", weights_only=True)
+    else:
+        state = torch.load(Path(run_dir) / "last.pt", map_location="cpu", weights_only=True)["model"]
+    model.load_state_dict(state)
+    model.quantize = cfg.model.kind == "local"
+    return model.eval()
+
+
+def evaluate_exact(name: str, sets: list[str], limit: int | None = None, tile: int | None = None) -> dict:
+    """Actual compressed size (bits per sub-pixel) of installed model ``name`` on named sets."""
+    from nelloc import api, zoo
+
+    model = zoo.load(name)
+    results = {}
+    for s in sets:
+        imgs = datasets.load_images(s, channels=model.cfg.channels, limit=limit)
+        bits = sum(8 * len(api.compress(im, model=name, tile=tile, device="cpu")) for im in imgs)
+        sub = sum(im.size for im in imgs)
+        results[s] = {"images": len(imgs), "bits_per_subpixel": round(bits / sub, 4)}
+    return results
+
+
+def export_run(run_dir: str | Path, name: str, out_dir: str | Path, evaluate: list[str], limit: int | None = None) -> dict:
+    """Write ``out_dir/NAME.safetensors`` (exact model), ``out_dir/float/NAME.safetensors`` (float
+    weights, for likelihood measurements) and the model card ``out_dir/NAME.json``."""
+    import os
+    import platform
+
+    from safetensors.torch import save_file as save_torch
+
+    from nelloc import exact
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    cfg = load_run_config(run_dir)
+    model = load_float_model(run_dir)
+    tensors = exact.export(model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.safetensors"
+    sha = exact.save(path, tensors, cfg.model, name)
+    (out_dir / "float").mkdir(exist_ok=True)
+    save_torch({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "float" / f"{name}.safetensors"),
+               metadata={"config": json.dumps(cfg.model.to_dict())})
+    log = [json.loads(l) for l in (run_dir / "log.jsonl").read_text().splitlines()]
+    st = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+    card = {
+        "name": name,
+        "sha256": sha,
+        "architecture": cfg.model.to_dict(),
+        "parameters": count_parameters(model),
+        "file_bytes": path.stat().st_size,
+        "training": {
+            "data": cfg.data,
+            "crop": cfg.crop,
+            "batch": cfg.batch,
+            "lr": cfg.lr,
+            "steps": int(st["step"]),
+            "planned_steps": cfg.steps,
+            "qat_from_step": int(cfg.qat_start * cfg.steps),
+            "wall_seconds": round(float(st["wall"])),
+            "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {cfg.device}, {cfg.threads or 'default'} torch threads",
+            "best_val_bpd": round(float(st["best_val"]), 4),
+            "val_curve": [(r["step"], round(r["val_bpd"], 4)) for r in log if "val_bpd" in r],
+        },
+        "evaluation": {"bits_per_subpixel_actual_files": evaluate_exact(name, evaluate, limit) if evaluate else {},
+                       "limit_per_set": limit},
+    }
+    (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
