@@ -175,3 +175,19 @@ def _decode_plane(model: ExactModel, payload: bytes, grid: TileGrid, device: str
     image = np.empty((height * width, c_total), np.uint8)
     image[pix] = out
     return image.reshape(height, width, c_total)
+
+
+def likelihood_bits(image, *, model: str | None = None) -> float | None:
+    """Code length in bits the shipped *float* model assigns to an image's colour / grey planes
+    (None if the model has no float weights).  The gap to the file size is the cost of exactness."""
+    from nelloc import zoo
+
+    arr = np.asarray(image)
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    channels = 3 if arr.shape[2] >= 3 else 1
+    fm = zoo.load_float(model or zoo.default_model(channels))
+    if fm is None:
+        return None
+    x = torch.from_numpy(np.ascontiguousarray(arr[..., :channels])).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        return float(fm.bits(x))

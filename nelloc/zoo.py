@@ -76,3 +76,25 @@ def model_size_bytes(name: str) -> int:
 def model_card(name: str) -> dict:
     card = model_path(name).with_suffix(".json")
     return json.loads(card.read_text()) if card.exists() else {}
+
+
+def load_float(name: str):
+    """The float (training) weights shipped beside a model, ``models/float/NAME.safetensors``, as a
+    ``PixelCNN``; None if absent.  Used to measure the likelihood the exact model is compared to."""
+    from safetensors import safe_open
+
+    from nelloc.model import ModelConfig, PixelCNN
+
+    path = model_path(name)
+    fpath = path.parent / "float" / path.name
+    if not fpath.exists():
+        return None
+    import torch
+
+    with safe_open(str(fpath), framework="pt") as f:
+        cfg = ModelConfig(**json.loads(f.metadata()["config"]))
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    model = PixelCNN(cfg)
+    model.load_state_dict(state)
+    model.quantize = cfg.kind == "local"
+    return model.eval()

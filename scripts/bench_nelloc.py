@@ -1,0 +1,195 @@
+"""NeLLoC codec benchmark (issue: the codec): round trips, rates, overhead, speed, tiling cost.
+
+    python scripts/bench_nelloc.py roundtrip --dataset kodak [--limit N] [--model rgb] [--tile 64]
+    python scripts/bench_nelloc.py tiles --dataset kodak --tiles 0,16,32,64,128 [--limit N]
+    python scripts/bench_nelloc.py speed --image kodak/kodim23.png --models rgb,paper [--repeat 3]
+    python scripts/bench_nelloc.py matmul
+
+Every sub-command prints a Markdown table and writes JSON to results/ (machine, versions, command).
+``paper`` in ``--models`` means a paper-size model (h=3, r=1, 256 channels, K=10) exported from
+``--paper-run`` (a training run directory), for the decode-speed target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import nelloc
+from nelloc import codec, data, exact, zoo
+
+RESULTS = Path("results")
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "nelloc": nelloc.__version__, "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def save(kind: str, payload: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"nelloc-{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    payload = {"command": "python " + " ".join(sys.argv), "machine": machine(), **payload}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwrote {path}")
+    return path
+
+
+def float_bits(name: str, img: np.ndarray) -> float | None:
+    return codec.likelihood_bits(img, model=name)
+
+
+def cmd_roundtrip(args) -> None:
+    imgs = data.load_images(args.dataset, channels=3, limit=args.limit)
+    rows, ok = [], 0
+    for k, img in enumerate(imgs):
+        t0 = time.perf_counter()
+        blob = nelloc.compress(img, model=args.model, tile=args.tile, device="cpu")
+        t1 = time.perf_counter()
+        back = nelloc.decompress(blob, device="cpu", as_array=True)
+        t2 = time.perf_counter()
+        exact_ok = bool(np.array_equal(back, img))
+        ok += exact_ok
+        fb = float_bits(args.model, img)
+        sub = img.size
+        row = {"image": k, "shape": list(img.shape), "bytes": len(blob), "bpsp": 8 * len(blob) / sub,
+               "float_bpsp": fb / sub if fb else None, "exact": exact_ok,
+               "encode_mp_s": img.shape[0] * img.shape[1] / 1e6 / (t1 - t0),
+               "decode_mp_s": img.shape[0] * img.shape[1] / 1e6 / (t2 - t1)}
+        rows.append(row)
+        print(f"{k:3d} {row['bpsp']:.4f} bpsp (float {row['float_bpsp'] or float('nan'):.4f}) exact={exact_ok} "
+              f"enc {row['encode_mp_s']:.3f} MP/s dec {row['decode_mp_s']:.3f} MP/s", flush=True)
+    total_bits = sum(8 * r["bytes"] for r in rows)
+    total_sub = sum(int(np.prod(r["shape"])) for r in rows)
+    summary = {"dataset": args.dataset, "model": args.model, "tile": args.tile or codec.DEFAULT_TILE,
+               "images": len(rows), "exact_round_trips": ok, "bpsp": total_bits / total_sub,
+               "median_encode_mp_s": statistics.median(r["encode_mp_s"] for r in rows),
+               "median_decode_mp_s": statistics.median(r["decode_mp_s"] for r in rows)}
+    if all(r["float_bpsp"] for r in rows):
+        fl = sum(r["float_bpsp"] * np.prod(r["shape"]) for r in rows) / total_sub
+        summary.update(float_bpsp=fl, overhead_percent=100 * (summary["bpsp"] / fl - 1))
+    print("\n| set | model | tile | images | exact | bits/sub-pixel (file) | float likelihood | overhead | enc MP/s | dec MP/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| {args.dataset} | {args.model} | {summary['tile']} | {len(rows)} | {ok}/{len(rows)} | {summary['bpsp']:.4f} | "
+          f"{summary.get('float_bpsp', float('nan')):.4f} | {summary.get('overhead_percent', float('nan')):+.2f}% | "
+          f"{summary['median_encode_mp_s']:.3f} | {summary['median_decode_mp_s']:.3f} |")
+    save("roundtrip", {"summary": summary, "images": rows})
+
+
+def cmd_tiles(args) -> None:
+    model = zoo.load(args.model)
+    imgs = data.load_images(args.dataset, channels=model.cfg.channels, limit=args.limit)
+    tiles = [int(t) for t in args.tiles.split(",")]
+    res = {}
+    for t in tiles:
+        bits = sum(codec.plane_code_length(model, im if im.ndim == 3 else im[..., None], t) for im in imgs)
+        res[t] = bits / sum(im.size for im in imgs)
+        print(f"tile {t}: {res[t]:.4f} bpsp", flush=True)
+    base = res.get(0, min(res.values()))
+    print("\n| tile | patches per 768x512 image | bits/sub-pixel | vs untiled |")
+    print("|---|---|---|---|")
+    for t in tiles:
+        patches = 1 if t == 0 else -(-768 // t) * -(-512 // t)
+        print(f"| {t or 'untiled'} | {patches} | {res[t]:.4f} | {100 * (res[t] / base - 1):+.2f}% |")
+    save("tiles", {"dataset": args.dataset, "model": args.model, "images": len(imgs), "bpsp_by_tile": res})
+
+
+def _paper_model(run: str | None) -> exact.ExactModel:
+    from nelloc.train import load_float_model as load_run
+
+    return exact.ExactModel(exact.export(load_run(run)), load_run(run).cfg)
+
+
+def cmd_speed(args) -> None:
+    img = data.load_images(args.image, channels=3)[0] if Path(args.image).is_dir() else np.asarray(
+        nelloc.api.to_image(data.data_root() / args.image if not Path(args.image).exists() else args.image).convert("RGB"))
+    rows = []
+    for name in args.models.split(","):
+        model = _paper_model(args.paper_run) if name == "paper" else zoo.load(name)
+        enc, dec = [], []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            payload = codec.encode_plane(model, img, args.tile, "cpu")
+            t1 = time.perf_counter()
+            back = codec.decode_plane(model, payload, img.shape[0], img.shape[1], args.tile, "cpu")
+            t2 = time.perf_counter()
+            assert np.array_equal(back, img)
+            enc.append(t1 - t0)
+            dec.append(t2 - t1)
+        mp = img.shape[0] * img.shape[1] / 1e6
+        cfg = model.cfg
+        fan0 = 24 * (cfg.channels + 1)
+        macs = fan0 * cfg.width + cfg.res_blocks * 3 * cfg.width**2 + cfg.width**2 + cfg.width * cfg.out_channels
+        rows.append({"model": name, "width": cfg.width, "res_blocks": cfg.res_blocks, "macs_per_pixel": macs,
+                     "encode_mp_s": mp / statistics.median(enc), "decode_mp_s": mp / statistics.median(dec),
+                     "bpsp": 8 * len(payload) / img.size})
+        print(rows[-1], flush=True)
+    peak = matmul_gflops()
+    print(f"\nmatmul peak here: {peak:.0f} GFLOP/s (fp32, {torch.get_num_threads()} threads)")
+    print("\n| model | width | MACs/pixel | network bound MP/s | encode MP/s | decode MP/s | bits/sub-pixel |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        r["network_bound_mp_s"] = peak * 1e9 / (2 * r["macs_per_pixel"]) / 1e6
+        print(f"| {r['model']} | {r['width']} | {r['macs_per_pixel']} | {r['network_bound_mp_s']:.3f} | "
+              f"{r['encode_mp_s']:.3f} | {r['decode_mp_s']:.3f} | {r['bpsp']:.3f} |")
+    save("speed", {"image": args.image, "shape": list(img.shape), "tile": args.tile, "repeat": args.repeat,
+                   "matmul_gflops": peak, "rows": rows})
+
+
+def matmul_gflops(n: int = 2048, k: int = 256) -> float:
+    a, b = torch.rand(n * 8, k), torch.rand(k, k)
+    times = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * a.shape[0] * k * k / statistics.median(times) / 1e9
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("roundtrip")
+    r.add_argument("--dataset", default="kodak")
+    r.add_argument("--limit", type=int)
+    r.add_argument("--model", default="rgb")
+    r.add_argument("--tile", type=int)
+    t = sub.add_parser("tiles")
+    t.add_argument("--dataset", default="kodak")
+    t.add_argument("--limit", type=int)
+    t.add_argument("--model", default="rgb")
+    t.add_argument("--tiles", default="0,16,32,64,128")
+    s = sub.add_parser("speed")
+    s.add_argument("--image", default="kodak/kodim23.png")
+    s.add_argument("--models", default="rgb")
+    s.add_argument("--paper-run")
+    s.add_argument("--tile", type=int, default=codec.DEFAULT_TILE)
+    s.add_argument("--repeat", type=int, default=3)
+    sub.add_parser("matmul")
+    args = p.parse_args()
+    if args.cmd == "matmul":
+        print(f"{matmul_gflops():.1f} GFLOP/s")
+        return
+    {"roundtrip": cmd_roundtrip, "tiles": cmd_tiles, "speed": cmd_speed}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
