@@ -33,10 +33,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def _threads() -> int:
-    return max(1, torch.get_num_threads())
-
-
 def _network(model: ExactModel, canvas: torch.Tensor, cells: np.ndarray, grid: TileGrid) -> dict[str, np.ndarray]:
     offsets = torch.from_numpy(grid.neighbour_offsets).to(canvas.device)
     x = gather(canvas, torch.from_numpy(cells).to(canvas.device), offsets)
@@ -88,7 +84,7 @@ def _counts_for(model: ExactModel, params: dict[str, np.ndarray], values: np.nda
         sub = {k: v[px[sel]] for k, v in params.items()}
         means[sel] = coupled_means(sub, c, values[px[sel], :c])
         lsi[sel] = sub["logscale_idx"][:, c, :]
-    return mx.counts(params["logits"][px], means, lsi, model.tables, _threads())
+    return mx.counts(params["logits"][px], means, lsi, model.tables)
 
 
 def encode_plane(model: ExactModel, pixels: np.ndarray, tile: int = DEFAULT_TILE, device: str | torch.device = "cpu") -> bytes:
@@ -164,7 +160,7 @@ def _decode_plane(model: ExactModel, payload: bytes, grid: TileGrid, device: str
         values = np.empty((rows.stop - rows.start, c_total), np.int32)
         for c in range(c_total):
             means = coupled_means(params, c, values[:, :c])
-            counts = mx.counts(params["logits"], means, params["logscale_idx"][:, c, :], model.tables, _threads())
+            counts = mx.counts(params["logits"], means, params["logscale_idx"][:, c, :], model.tables)
             try:
                 values[:, c] = decoder.decode(_categorical(), counts)
             except (ValueError, RuntimeError, OverflowError) as exc:

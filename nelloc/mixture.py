@@ -22,6 +22,7 @@ channel coefficient   1/256                        COEFF_MIN..COEFF_MAX
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -141,14 +142,35 @@ def code_length_bits(counts: np.ndarray, symbols: np.ndarray) -> float:
     return float(-np.log2(picked / 2**24).sum())
 
 
+_POOL = None
+MIN_ROWS_PER_THREAD = 256
+
+
+def default_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(default_threads(), thread_name_prefix="nelloc-cdf")
+    return _POOL
+
+
 def counts(
     logits: np.ndarray,
     means: np.ndarray,
     logscale_idx: np.ndarray,
     tables: dict[str, np.ndarray],
-    threads: int = 1,
+    threads: int | None = None,
 ) -> np.ndarray:
-    """(N, K) integer params -> (N, 256) float64 integer counts (the C kernel; see the reference)."""
+    """(N, K) integer params -> (N, 256) float64 integer counts (the C kernel; see the reference).
+
+    Rows are split over ``threads`` Python threads (the kernel releases the GIL); the result does
+    not depend on the split.
+    """
     from nelloc import _cdf
 
     logits = np.ascontiguousarray(logits, dtype=np.int32)
@@ -157,12 +179,12 @@ def counts(
     n, k = logits.shape
     out = np.empty((n, NUM_VALUES), dtype=np.float64)
     args = (logits, means, logscale_idx, tables["sigmoid"], tables["exp"], tables["inv_scale"], out)
-    bounds = np.linspace(0, n, max(1, min(threads, n // 256 + 1)) + 1).astype(int)
-    if len(bounds) == 2:
+    parts = max(1, min(threads or default_threads(), n // MIN_ROWS_PER_THREAD))
+    if parts == 1:
         _cdf.build_counts(*args, 0, n, k)
         return out
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(len(bounds) - 1) as pool:
-        list(pool.map(lambda b: _cdf.build_counts(*args, int(b[0]), int(b[1]), k), zip(bounds, bounds[1:])))
+    bounds = np.linspace(0, n, parts + 1).astype(int)
+    jobs = [_pool().submit(_cdf.build_counts, *args, int(a), int(b), k) for a, b in zip(bounds, bounds[1:])]
+    for job in jobs:
+        job.result()
     return out
