@@ -73,9 +73,7 @@ def export(model: PixelCNN) -> dict[str, np.ndarray]:
     if cfg.kind != "local":
         raise ModelError("only local models can be exported to the exact codec model")
     model = model.cpu().eval()
-    from nelloc.model import ActQuant
-
-    if not all(bool(m.initialised) for m in model.modules() if isinstance(m, ActQuant)):
+    if not model.is_calibrated():
         raise ModelError("model was never trained with fake quantisation; nothing to export")
     tensors: dict[str, np.ndarray] = {}
 

@@ -220,6 +220,11 @@ class PixelCNN(nn.Module):
             "log_scales": parts["logscale"].reshape(b, hh, ww, c, k),
         }
 
+    def is_calibrated(self) -> bool:
+        """True once a local model has trained with fake quantisation (its 8-bit scales are set)."""
+        acts = [m for m in self.modules() if isinstance(m, ActQuant)]
+        return self.cfg.kind == "local" and all(bool(a.initialised) for a in acts)
+
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Natural-log likelihood of every sub-pixel: (B, C, H, W)."""
         p = self.mixture_params(x)

@@ -228,7 +228,7 @@ def load_float_model(run_dir: str | Path, which: str = "best") -> PixelCNN:
     else:
         state = torch.load(Path(run_dir) / "last.pt", map_location="cpu", weights_only=True)["model"]
     model.load_state_dict(state)
-    model.quantize = cfg.model.kind == "local"
+    model.quantize = model.is_calibrated()  # runs that never reached fake quantisation stay float
     return model.eval()
 
 

@@ -96,5 +96,5 @@ def load_float(name: str):
         state = {k: f.get_tensor(k) for k in f.keys()}
     model = PixelCNN(cfg)
     model.load_state_dict(state)
-    model.quantize = cfg.kind == "local"
+    model.quantize = model.is_calibrated()
     return model.eval()
