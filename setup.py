@@ -3,6 +3,6 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("nelloc._cdf", ["nelloc/_cdf.c"], extra_compile_args=["-O3", "-std=c99"]),
+        Extension("nelloc._cdf", ["nelloc/_cdf.c"], extra_compile_args=["-O3", "-std=gnu99", "-ffp-contract=off"]),
     ]
 )

@@ -1,8 +1,8 @@
 /* Exact integer mixture -> counts kernel (see nelloc/mixture.py for the fixed-point spec).
  *
- * build_counts(logits, means, lsidx, sig, exp, inv, out, n, k)
+ * build_counts(logits, means, lsidx, fine, exp, inv, out, row0, row1, k)
  *   logits, means, lsidx : int32 buffers of n*k
- *   sig, exp, inv        : int32 tables stored in the model file
+ *   fine, exp, inv       : int32 tables (fine = mixture.fine_sigmoid of the stored table)
  *   out                  : float64 buffer of n*256, receives integer counts summing to 2**24-256
  *
  * Integer arithmetic only; the result is a pure function of the inputs.  It equals
@@ -19,25 +19,22 @@
 #define TOTAL ((1LL << 24) - 256)
 #define UNIFORM 6
 #define EXP_SIZE 256
-#define SIG_OFFSET 1024 /* 16 * 64 */
+#define FINE_OFFSET 12288 /* 12 * 1024: the fine table covers t in [-12, 12) */
 
 static inline int64_t floor_div(int64_t a, int64_t b) { /* b > 0 */
     int64_t q = a / b;
     return (a % b != 0 && a < 0) ? q - 1 : q;
 }
 
-static inline int64_t cdf_at(int64_t delta, int64_t inv, const int32_t *sig, int64_t nsig) {
-    int64_t t = delta * inv;
-    int64_t pos = (t >> 20) + SIG_OFFSET; /* gcc: >> on signed is arithmetic (floor) */
-    if (pos < 0) return 0;
-    if (pos >= nsig - 1) return CDF_ONE;
-    int64_t frac = (t >> 10) & 1023;
-    int64_t lo = sig[pos], hi = sig[pos + 1];
-    return lo + (((hi - lo) * frac) >> 10);
+static inline int64_t cdf_at(int64_t delta, int64_t inv, const int32_t *fine, int64_t nfine) {
+    int64_t q = ((delta * inv) >> 16) + FINE_OFFSET; /* gcc: >> on signed is arithmetic (floor) */
+    if (q < 0) return 0;
+    if (q >= nfine) return CDF_ONE;
+    return fine[q];
 }
 
 static void build_rows(const int32_t *logits, const int32_t *means, const int32_t *lsidx,
-                       const int32_t *sig, int64_t nsig, const int32_t *expt, const int32_t *inv,
+                       const int32_t *fine, int64_t nfine, const int32_t *expt, const int32_t *inv,
                        double *out, int64_t row0, int64_t row1, int64_t k) {
     int64_t mass[256];
     for (int64_t r = row0; r < row1; r++) {
@@ -53,9 +50,9 @@ static void build_rows(const int32_t *logits, const int32_t *means, const int32_
             if (w == 0) continue;
             norm += w;
             int64_t m = mu[c], iv = inv[ls[c]];
-            /* Edges v + 1/2 with |delta * iv| < 2**30 (|t| < 16) may be unsaturated; widen by one
-             * edge on each side so that everything outside is certainly saturated. */
-            int64_t reach = floor_div((1LL << 30), iv) + 64;
+            /* Edges v + 1/2 with |delta * iv| < 12 * 2**26 (|t| < 12) may be unsaturated; widen by
+             * one edge on each side so that everything outside is certainly saturated. */
+            int64_t reach = floor_div(12LL << 26, iv) + 64;
             int64_t vlo = floor_div(m - 32 - reach, 64);
             int64_t vhi = floor_div(m - 32 + reach, 64) + 1;
             if (vlo < 0) vlo = 0;
@@ -63,10 +60,10 @@ static void build_rows(const int32_t *logits, const int32_t *means, const int32_
             if (vhi > 254) vhi = 254;
             if (vhi < -1) vhi = -1;
             int64_t prev = 0; /* CDF at the edge below value vlo */
-            if (vlo > 0) prev = cdf_at(64 * (vlo - 1) + 32 - m, iv, sig, nsig);
+            if (vlo > 0) prev = cdf_at(64 * (vlo - 1) + 32 - m, iv, fine, nfine);
             int64_t v = vlo;
             for (; v <= vhi; v++) {
-                int64_t cur = cdf_at(64 * v + 32 - m, iv, sig, nsig);
+                int64_t cur = cdf_at(64 * v + 32 - m, iv, fine, nfine);
                 mass[v] += w * (cur - prev);
                 prev = cur;
             }
@@ -76,8 +73,14 @@ static void build_rows(const int32_t *logits, const int32_t *means, const int32_
         int64_t scale = TOTAL - 256 * UNIFORM, denom = norm << 20, sum = 0, best = 0;
         double *o = out + r * 256;
         int64_t cnt[256];
+        /* floor(mass * scale / denom) via a 64-bit reciprocal and one exact correction step
+         * (num < 2**61, so the estimate is the true quotient or one less) */
+        uint64_t recip = UINT64_MAX / (uint64_t)denom;
         for (int v = 0; v < 256; v++) {
-            cnt[v] = mass[v] * scale / denom + UNIFORM; /* non-negative: truncation == floor */
+            uint64_t num = (uint64_t)mass[v] * (uint64_t)scale;
+            uint64_t q = (uint64_t)(((unsigned __int128)num * recip) >> 64);
+            while ((q + 1) * (uint64_t)denom <= num) q++;
+            cnt[v] = (int64_t)q + UNIFORM;
             sum += cnt[v];
             if (cnt[v] > cnt[best]) best = v;
         }

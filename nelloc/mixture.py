@@ -40,7 +40,9 @@ CDF_BITS = 20          # each component's CDF is an integer in [0, 2**20]
 WEIGHT_BITS = 12       # mixture weights are integers in [0, 2**12]
 INV_SCALE_BITS = 20    # 1/s in units of 2**-20
 SIG_STEPS_PER_UNIT = 64
-SIG_RANGE = 16         # sigmoid table covers t in [-16, 16]
+SIG_RANGE = 16         # stored sigmoid table covers t in [-16, 16] in steps of 1/64
+FINE_STEPS_PER_UNIT = 1024
+FINE_RANGE = 12        # the CDF is evaluated on [-12, 12) in steps of 1/1024 (0 / 1 outside)
 EXP_TABLE_SIZE = 256   # weight for logit gaps 0..255 (in 1/16 nat); larger gaps weigh 0
 EXP_CUTOFF = 80        # components more than 5 nats below the best weigh 0 (< 0.7%): measured
                        # free in rate, and the kernel skips them
@@ -98,17 +100,22 @@ def build_tables() -> dict[str, np.ndarray]:
     return {"sigmoid": sig, "exp": exp, "inv_scale": inv_scale}
 
 
-def _component_cdf_ref(mean: np.ndarray, inv_scale: np.ndarray, sig: np.ndarray) -> np.ndarray:
+def fine_sigmoid(sig: np.ndarray) -> np.ndarray:
+    """The 1/1024-step table the CDF reads, interpolated from the stored 1/64-step table with
+    integer arithmetic only (so it is a pure function of the model file)."""
+    q = np.arange(2 * FINE_RANGE * FINE_STEPS_PER_UNIT, dtype=np.int64)
+    c = (q >> 4) + (SIG_RANGE - FINE_RANGE) * SIG_STEPS_PER_UNIT
+    lo, hi = sig[c].astype(np.int64), sig[c + 1].astype(np.int64)
+    return (lo + (((hi - lo) * (q & 15)) >> 4)).astype(np.int32)
+
+
+def _component_cdf_ref(mean: np.ndarray, inv_scale: np.ndarray, fine: np.ndarray) -> np.ndarray:
     """Integer CDF at the 255 inner bin edges v + 1/2, v = 0..254: (..., 255) int64."""
     edges = 64 * np.arange(255, dtype=np.int64) + 32
-    t = (edges - mean[..., None].astype(np.int64)) * inv_scale[..., None].astype(np.int64)
-    pos = (t >> 20) + SIG_RANGE * SIG_STEPS_PER_UNIT  # index into the table, step 1/64
-    frac = (t >> 10) & 1023
-    inside = (pos >= 0) & (pos < sig.size - 1)
-    p = np.clip(pos, 0, sig.size - 2)
-    lo, hi = sig[p].astype(np.int64), sig[p + 1].astype(np.int64)
-    val = lo + (((hi - lo) * frac) >> 10)
-    return np.where(inside, val, np.where(pos < 0, 0, 2**CDF_BITS))
+    t = (edges - mean[..., None].astype(np.int64)) * inv_scale[..., None].astype(np.int64)  # 2**-26
+    q = (t >> 16) + FINE_RANGE * FINE_STEPS_PER_UNIT  # index into the fine table, step 1/1024
+    val = fine[np.clip(q, 0, fine.size - 1)].astype(np.int64)
+    return np.where(q < 0, 0, np.where(q >= fine.size, 2**CDF_BITS, val))
 
 
 def counts_reference(
@@ -118,11 +125,11 @@ def counts_reference(
 
     ``logscale_idx`` is the log-scale minus LOGSCALE_MIN (an index into ``inv_scale``).
     """
-    sig, exp, inv = tables["sigmoid"], tables["exp"], tables["inv_scale"]
+    fine, exp, inv = fine_sigmoid(tables["sigmoid"]), tables["exp"], tables["inv_scale"]
     logits = logits.astype(np.int64)
     gap = np.minimum(logits.max(axis=1, keepdims=True) - logits, EXP_TABLE_SIZE)
     weight = np.where(gap < EXP_TABLE_SIZE, exp[np.minimum(gap, EXP_TABLE_SIZE - 1)], 0)
-    cdf = _component_cdf_ref(means, inv[logscale_idx], sig)  # (N, K, 255)
+    cdf = _component_cdf_ref(means, inv[logscale_idx], fine)  # (N, K, 255)
     n, k = logits.shape
     full = np.concatenate(
         [np.zeros((n, k, 1), np.int64), cdf, np.full((n, k, 1), 2**CDF_BITS, np.int64)], axis=2
@@ -178,7 +185,10 @@ def counts(
     logscale_idx = np.ascontiguousarray(logscale_idx, dtype=np.int32)
     n, k = logits.shape
     out = np.empty((n, NUM_VALUES), dtype=np.float64)
-    args = (logits, means, logscale_idx, tables["sigmoid"], tables["exp"], tables["inv_scale"], out)
+    fine = tables.get("fine")
+    if fine is None:
+        fine = tables["fine"] = fine_sigmoid(tables["sigmoid"])
+    args = (logits, means, logscale_idx, fine, tables["exp"], tables["inv_scale"], out)
     parts = max(1, min(threads or default_threads(), n // MIN_ROWS_PER_THREAD))
     if parts == 1:
         _cdf.build_counts(*args, 0, n, k)

@@ -72,7 +72,7 @@ def test_float_log_prob_matches_integer_counts():
     # the integer tables are a close approximation of the float distribution
     assert abs(int_bits.sum() - float_bits.sum()) / float_bits.sum() < 0.005
     likely = float_bits < 10  # rare values differ more: the uniform floor and 2**-20 table steps
-    assert np.abs(int_bits - float_bits)[likely].max() < 0.05
+    assert np.abs(int_bits - float_bits)[likely].max() < 0.15  # broad components: 1/1024 steps in t
 
 
 def test_float_log_prob_normalised():
