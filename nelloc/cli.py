@@ -298,3 +298,12 @@ def export_cmd(run_dir, name, out_dir, evaluate, limit) -> None:
     card = export_run(run_dir, name, out_dir, list(evaluate), limit)
     click.echo(json.dumps({k: card[k] for k in ("name", "sha256", "parameters", "file_bytes")}))
     click.echo(json.dumps(card["evaluation"]))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args) -> None:
+    """Benchmark codecs (alias of `python -m codec_bench`; try `nelloc bench --help`)."""
+    from codec_bench.__main__ import main as bench_main
+
+    sys.exit(bench_main(list(args)))

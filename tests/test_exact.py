@@ -148,3 +148,14 @@ def test_corrupted_model_file_is_refused(tmp_path):
     bad.write_bytes(bytes(data))
     with pytest.raises(ModelError):
         exact.ExactModel.load(bad)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_and_cpu_streams_are_interchangeable(paper_size_model):
+    img = smooth_image(40, 52, 3, seed=8)
+    on_gpu = codec.encode_plane(paper_size_model.to("cuda"), img, 16, "cuda")
+    assert np.array_equal(codec.decode_plane(paper_size_model.to("cpu"), on_gpu, 40, 52, 16, "cpu"), img)
+    on_cpu = codec.encode_plane(paper_size_model.to("cpu"), img, 16, "cpu")
+    assert on_cpu == on_gpu
+    assert np.array_equal(codec.decode_plane(paper_size_model.to("cuda"), on_cpu, 40, 52, 16, "cuda"), img)
+    paper_size_model.to("cpu")
