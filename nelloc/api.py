@@ -174,7 +174,7 @@ def _decode_fallback(seg: ct.Segment, c: ct.Container) -> Image.Image:
     raise BadStreamError(f"unknown fallback method {seg.method}")
 
 
-def _decode_neural(c: ct.Container, dev) -> Image.Image:
+def _decode_neural(c: ct.Container, dev, progress=None) -> Image.Image:
     if c.mode not in NEURAL_MODES:
         raise BadStreamError(f"corrupted header: mode {c.mode!r} cannot be neural-coded")
     channels, has_alpha = NEURAL_MODES[c.mode]
@@ -191,16 +191,22 @@ def _decode_neural(c: ct.Container, dev) -> Image.Image:
         model = _model_for(seg).to(dev)
         if model.cfg.channels != seg.channels:
             raise BadStreamError("corrupted header: model does not match the plane")
-        planes.append(decode_plane(model, seg.payload, c.height, c.width, seg.tile, dev))
+        planes.append(decode_plane(model, seg.payload, c.height, c.width, seg.tile, dev, progress))
     arr = np.concatenate(planes, axis=2)
     return Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr, mode=c.mode)
 
 
 def decompress(
-    data: bytes, *, device: str = "auto", max_pixels: int = ct.DEFAULT_MAX_PIXELS, as_array: bool = False
+    data: bytes,
+    *,
+    device: str = "auto",
+    max_pixels: int = ct.DEFAULT_MAX_PIXELS,
+    as_array: bool = False,
+    progress=None,
 ) -> Image.Image | np.ndarray:
     """Decode .nlc bytes to the original PIL image (or its numpy array with ``as_array``).
 
+    ``progress``, if given, is called with the number of pixels decoded at each wavefront step.
     Raises ``BadStreamError`` for any malformed or corrupted stream and ``ModelError`` when the
     model it was made with is not installed.
     """
@@ -210,7 +216,7 @@ def decompress(
             raise BadStreamError("corrupted header: fallback file without its payload")
         im = _decode_fallback(c.segments[0], c)
     else:
-        im = _decode_neural(c, resolve_device(device))
+        im = _decode_neural(c, resolve_device(device), progress)
     if im.mode != c.mode or im.size != (c.width, c.height):
         raise BadStreamError("corrupted stream: decoded image does not match the header")
     if zlib.crc32(im.tobytes()) != c.pixel_crc:

@@ -193,7 +193,11 @@ def decompress(inputs, output, out_dir, device, max_pixels, force, quiet) -> Non
             raise CliError(f"{dest}: already exists (use --force to overwrite)")
         t0 = time.perf_counter()
         data = Path(src).read_bytes()
-        im = api.decompress(data, device=device, max_pixels=max_pixels)
+        meta = api.info(data, max_pixels=max_pixels)
+        planes = sum(1 for seg in meta["segments"] if seg["type"] == "neural")
+        with tqdm(total=planes * meta["width"] * meta["height"], desc=src.name, unit="px", unit_scale=True,
+                  disable=True if quiet else None, leave=False, file=sys.stderr) as bar:
+            im = api.decompress(data, device=device, max_pixels=max_pixels, progress=bar.update)
         extra = {"lossless": True, "exact": True} if fmt == "WEBP" else {}
         if im.info.get("icc_profile"):
             extra["icc_profile"] = im.info["icc_profile"]

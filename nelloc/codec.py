@@ -7,6 +7,8 @@ batched network call per step, then decodes channel 0, 1, 2 of the step's pixels
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import constriction
 import torch
@@ -131,16 +133,22 @@ SMALL_STEP = 1024  # below this many pixels per step on average, decode with one
 
 
 def decode_plane(
-    model: ExactModel, payload: bytes, height: int, width: int, tile: int, device: str | torch.device = "cpu"
+    model: ExactModel,
+    payload: bytes,
+    height: int,
+    width: int,
+    tile: int,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """payload -> (H, W, C) uint8.  Raises BadStreamError if the payload is not a valid stream."""
     grid = TileGrid(height, width, tile, model.cfg.horizon, model.cfg.channels)
     small = height * width < SMALL_STEP * grid.num_steps
     with _torch_threads(1 if small else torch.get_num_threads()):
-        return _decode_plane(model, payload, grid, device)
+        return _decode_plane(model, payload, grid, device, progress)
 
 
-def _decode_plane(model: ExactModel, payload: bytes, grid: TileGrid, device: str | torch.device) -> np.ndarray:
+def _decode_plane(model: ExactModel, payload: bytes, grid: TileGrid, device, progress) -> np.ndarray:
     height, width = grid.height, grid.width
     if len(payload) % 4:
         raise BadStreamError("corrupted stream: payload length is not a multiple of 4")
@@ -163,9 +171,11 @@ def _decode_plane(model: ExactModel, payload: bytes, grid: TileGrid, device: str
             counts = mx.counts(params["logits"], means, params["logscale_idx"][:, c, :], model.tables)
             try:
                 values[:, c] = decoder.decode(_categorical(), counts)
-            except (ValueError, RuntimeError, OverflowError) as exc:
+            except (ValueError, RuntimeError, OverflowError, AssertionError) as exc:  # constriction asserts
                 raise BadStreamError(f"corrupted stream: range decoder failed ({exc})") from exc
         out[rows] = values
+        if progress is not None:
+            progress(rows.stop - rows.start)
         idx = torch.from_numpy(cells[rows]).to(dev)
         flat[idx, :c_total] = torch.from_numpy(values.astype(np.float32)).to(dev)
     image = np.empty((height * width, c_total), np.uint8)
