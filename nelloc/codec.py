@@ -41,16 +41,6 @@ def _network(model: ExactModel, canvas: torch.Tensor, cells: np.ndarray, grid: T
     return model.split(model.forward(x).cpu().numpy())
 
 
-def plane_params(model: ExactModel, pixels: np.ndarray, tile: int, device: torch.device) -> tuple[TileGrid, dict[str, np.ndarray]]:
-    """Integer mixture parameters of every pixel, in stream order (encoder side)."""
-    h, w, c = pixels.shape
-    grid = TileGrid(h, w, tile, model.cfg.horizon, c)
-    canvas = grid.full_canvas(pixels, device)
-    cells, _, _ = grid.order
-    chunks = [_network(model, canvas, cells[s : s + ENCODE_CHUNK], grid) for s in range(0, len(cells), ENCODE_CHUNK)]
-    return grid, {k: np.concatenate([ch[k] for ch in chunks]) for k in chunks[0]}
-
-
 def _symbol_order(bounds: np.ndarray, channels: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
     """(pixel index, channel) of every symbol of steps [start, stop), in stream order."""
     px, ch = [], []
@@ -89,29 +79,36 @@ def _counts_for(model: ExactModel, params: dict[str, np.ndarray], values: np.nda
     return mx.counts(params["logits"][px], means, lsi, model.tables)
 
 
+def _coded_chunks(model: ExactModel, pixels: np.ndarray, tile: int, device: str | torch.device):
+    """Yield (symbols, counts) in stream order, a group of wavefront steps at a time.
+
+    The network runs only on the group's pixels, so memory stays bounded for any image size.
+    """
+    h, w, c = pixels.shape
+    if c != model.cfg.channels:
+        raise ValueError(f"model codes {model.cfg.channels}-channel planes, got {c}")
+    grid = TileGrid(h, w, tile, model.cfg.horizon, c)
+    canvas = grid.full_canvas(pixels, resolve_device(device))
+    cells, pix, bounds = grid.order
+    values = pixels.reshape(-1, c)[pix].astype(np.int32)  # stream order
+    for start, stop in _step_groups(bounds, ENCODE_CHUNK):
+        lo, hi = bounds[start], bounds[stop]
+        params = _network(model, canvas, cells[lo:hi], grid)
+        px, ch = _symbol_order(bounds - lo, c, start, stop)
+        yield values[lo:hi][px, ch], _counts_for(model, params, values[lo:hi], px, ch)
+
+
 def encode_plane(model: ExactModel, pixels: np.ndarray, tile: int = DEFAULT_TILE, device: str | torch.device = "cpu") -> bytes:
     """(H, W, C) uint8 with C == model channels -> payload bytes."""
-    grid, params = plane_params(model, pixels, tile, resolve_device(device))
-    _, pix, bounds = grid.order
-    values = pixels.reshape(-1, grid.channels)[pix].astype(np.int32)  # stream order
     encoder = constriction.stream.queue.RangeEncoder()
-    for start, stop in _step_groups(bounds, ENCODE_CHUNK):
-        px, ch = _symbol_order(bounds, grid.channels, start, stop)
-        counts = _counts_for(model, params, values, px, ch)
-        encoder.encode(values[px, ch].astype(np.int32), _categorical(), counts)
+    for symbols, counts in _coded_chunks(model, pixels, tile, device):
+        encoder.encode(symbols, _categorical(), counts)
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
 def plane_code_length(model: ExactModel, pixels: np.ndarray, tile: int = DEFAULT_TILE, device: str | torch.device = "cpu") -> float:
     """Exact ideal code length in bits of a plane (what the coder achieves, to within ~32 bits)."""
-    grid, params = plane_params(model, pixels, tile, resolve_device(device))
-    _, pix, bounds = grid.order
-    values = pixels.reshape(-1, grid.channels)[pix].astype(np.int32)
-    bits = 0.0
-    for start, stop in _step_groups(bounds, ENCODE_CHUNK):
-        px, ch = _symbol_order(bounds, grid.channels, start, stop)
-        bits += mx.code_length_bits(_counts_for(model, params, values, px, ch), values[px, ch])
-    return bits
+    return sum(mx.code_length_bits(counts, symbols) for symbols, counts in _coded_chunks(model, pixels, tile, device))
 
 
 class _torch_threads:
