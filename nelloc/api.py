@@ -84,7 +84,8 @@ def _neural_segment(plane: np.ndarray, model_name: str, tile: int, device) -> ct
     if model.cfg.channels != plane.shape[2]:
         raise ModelError(f"model {model_name!r} codes {model.cfg.channels}-channel planes, not {plane.shape[2]}")
     payload = encode_plane(model, plane, tile, device)
-    return ct.Segment(ct.SEG_NEURAL, plane.shape[2], model_name, bytes.fromhex(model.sha256), tile, payload=payload)
+    model_id = bytes.fromhex(model.sha256)[: ct.MODEL_ID_BYTES]
+    return ct.Segment(ct.SEG_NEURAL, plane.shape[2], model_name, model_id, tile, payload=payload)
 
 
 def _fallback_segment(im: Image.Image) -> ct.Segment:
@@ -139,18 +140,19 @@ def compress(
 
 
 def _model_for(seg: ct.Segment):
-    sha = seg.model_sha256.hex()
+    """The installed model a segment was made with: by name, else any model with the same id."""
+    want = seg.model_id.hex()
     try:
         model = zoo.load(seg.model_name)
-        if model.sha256 == sha:
+        if model.sha256.startswith(want):
             return model
     except ModelError:
         model = None
-    other = zoo.find_by_sha256(sha)
+    other = zoo.find_by_id(want)
     if other is not None:
         return other
-    have = f"installed {seg.model_name!r} has sha256 {model.sha256[:16]}" if model else "no such model is installed"
-    raise ModelError(f"stream needs model {seg.model_name!r} with sha256 {sha[:16]} ({have})")
+    have = f"installed {seg.model_name!r} has id {model.sha256[:16]}" if model else "no such model is installed"
+    raise ModelError(f"stream needs model {seg.model_name!r} with id {want} ({have})")
 
 
 def _decode_fallback(seg: ct.Segment, c: ct.Container) -> Image.Image:
@@ -244,7 +246,7 @@ def info(data: bytes, max_pixels: int = ct.DEFAULT_MAX_PIXELS) -> dict:
             {
                 "type": {ct.SEG_NEURAL: "neural", ct.SEG_CONSTANT: "constant", ct.SEG_FALLBACK: "fallback"}[s.type],
                 "channels": s.channels,
-                **({"model": s.model_name, "model_sha256": s.model_sha256.hex(), "tile": s.tile} if s.type == ct.SEG_NEURAL else {}),
+                **({"model": s.model_name, "model_id": s.model_id.hex(), "tile": s.tile} if s.type == ct.SEG_NEURAL else {}),
                 **({"value": s.value} if s.type == ct.SEG_CONSTANT else {}),
                 **({"method": "png" if s.method == ct.FALLBACK_PNG else "raw-lzma"} if s.type == ct.SEG_FALLBACK else {}),
                 "payload_bytes": len(s.payload),

@@ -2,7 +2,8 @@
 
 This module only (de)serialises; it knows nothing about models or pixels.  Every malformed input
 raises ``BadStreamError`` with a one-line reason, and sizes are validated before anything is
-allocated.
+allocated.  The header is compact (about 36 bytes for a grey image) because NeLLoC is also used on
+thumbnails, where every byte of overhead shows in bits per sub-pixel.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from nelloc.errors import BadStreamError
 
 MAGIC = b"\x8bNLC"
 VERSION = 1
+FLAG_FALLBACK, FLAG_ICC = 1, 2
 KIND_NEURAL, KIND_FALLBACK = 0, 1
 SEG_NEURAL, SEG_CONSTANT, SEG_FALLBACK = 0, 1, 2
 FALLBACK_PNG, FALLBACK_RAW_LZMA = 0, 1
+MODE_CODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+MODEL_ID_BYTES = 8  # first bytes of the model's SHA-256
 DEFAULT_MAX_PIXELS = 1 << 28  # 268 megapixels
+MAX_VARINT_BYTES = 9
 
 
 @dataclass
@@ -28,7 +33,7 @@ class Segment:
     type: int
     channels: int = 1
     model_name: str = ""
-    model_sha256: bytes = b""
+    model_id: bytes = b""
     tile: int = 0
     value: int = 0  # constant segments
     method: int = 0  # fallback segments
@@ -46,31 +51,44 @@ class Container:
     segments: list[Segment] = field(default_factory=list)
 
 
-def _pack_str(s: bytes) -> bytes:
+def _varint(n: int) -> bytes:
+    """Unsigned LEB128."""
+    if n < 0:
+        raise ValueError("varint must be non-negative")
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _string(s: bytes) -> bytes:
     if len(s) > 255:
         raise ValueError("string field longer than 255 bytes")
-    return struct.pack("<B", len(s)) + s
+    return bytes([len(s)]) + s
 
 
 def dumps(c: Container) -> bytes:
-    head = bytearray(MAGIC)
-    head += struct.pack("<BBHII", VERSION, c.kind, 0, c.width, c.height)
-    head += _pack_str(c.mode.encode("ascii"))
-    head += struct.pack("<I", len(c.icc_profile)) + c.icc_profile
-    head += struct.pack("<IB", c.pixel_crc, len(c.segments))
+    flags = (FLAG_FALLBACK if c.kind == KIND_FALLBACK else 0) | (FLAG_ICC if c.icc_profile else 0)
+    out = bytearray(MAGIC) + bytes([VERSION, flags]) + _varint(c.width) + _varint(c.height)
+    code = MODE_CODES.get(c.mode, 0)
+    out += bytes([code]) + (b"" if code else _string(c.mode.encode("ascii")))
+    if c.icc_profile:
+        out += _varint(len(c.icc_profile)) + c.icc_profile
+    out += struct.pack("<IB", c.pixel_crc, len(c.segments))
     for s in c.segments:
-        head += struct.pack("<BB", s.type, s.channels)
+        out += bytes([s.type, s.channels])
         if s.type == SEG_NEURAL:
-            head += _pack_str(s.model_name.encode("utf-8")) + s.model_sha256
-            head += struct.pack("<IQ", s.tile, len(s.payload))
+            if len(s.model_id) != MODEL_ID_BYTES:
+                raise ValueError("model id must be 8 bytes")
+            out += _string(s.model_name.encode("utf-8")) + s.model_id + _varint(s.tile) + _varint(len(s.payload))
         elif s.type == SEG_CONSTANT:
-            head += struct.pack("<B", s.value)
+            out += bytes([s.value])
         else:
-            head += struct.pack("<BQ", s.method, len(s.payload))
-    head += struct.pack("<I", zlib.crc32(head))
-    body = b"".join(s.payload for s in c.segments)
-    out = bytes(head) + body
-    return out + struct.pack("<I", zlib.crc32(out))
+            out += bytes([s.method]) + _varint(len(s.payload))
+    out += b"".join(s.payload for s in c.segments)
+    return bytes(out) + struct.pack("<I", zlib.crc32(out))
 
 
 class _Reader:
@@ -84,12 +102,36 @@ class _Reader:
         self.pos += n
         return out
 
-    def unpack(self, fmt: str) -> tuple:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+    def byte(self) -> int:
+        return self.take(1)[0]
+
+    def varint(self) -> int:
+        value = 0
+        for i in range(MAX_VARINT_BYTES):
+            b = self.byte()
+            value |= (b & 0x7F) << (7 * i)
+            if not b & 0x80:
+                return value
+        raise BadStreamError("corrupted header: integer field too long")
 
     def string(self) -> bytes:
-        (n,) = self.unpack("<B")
-        return self.take(n)
+        return self.take(self.byte())
+
+
+def _segment(r: _Reader) -> tuple[Segment, int]:
+    seg = Segment(r.byte(), r.byte())
+    length = 0
+    if seg.type == SEG_NEURAL:
+        seg.model_name = r.string().decode("utf-8", errors="replace")
+        seg.model_id = r.take(MODEL_ID_BYTES)
+        seg.tile, length = r.varint(), r.varint()
+    elif seg.type == SEG_CONSTANT:
+        seg.value = r.byte()
+    elif seg.type == SEG_FALLBACK:
+        seg.method, length = r.byte(), r.varint()
+    else:
+        raise BadStreamError(f"corrupted header: unknown segment type {seg.type}")
+    return seg, length
 
 
 def loads(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
@@ -98,56 +140,46 @@ def loads(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
         raise BadStreamError("not a NeLLoC file (bad magic)")
     r = _Reader(data)
     r.take(4)
-    version, kind, _flags, width, height = r.unpack("<BBHII")
+    version = r.byte()
     if version != VERSION:
         raise BadStreamError(f"unsupported format version {version} (this nelloc reads version {VERSION})")
-    try:
-        mode = r.string().decode("ascii")
-    except UnicodeDecodeError:
-        raise BadStreamError("corrupted header: mode is not ASCII") from None
-    (icc_len,) = r.unpack("<I")
-    if icc_len > len(data):
-        raise BadStreamError("corrupted header: ICC profile longer than the file")
-    icc = r.take(icc_len)
-    pixel_crc, nseg = r.unpack("<IB")
-    segments, lengths = [], []
-    for _ in range(nseg):
-        seg_type, channels = r.unpack("<BB")
-        seg = Segment(seg_type, channels)
-        length = 0
-        if seg_type == SEG_NEURAL:
-            seg.model_name = r.string().decode("utf-8", errors="replace")
-            seg.model_sha256 = r.take(32)
-            seg.tile, length = r.unpack("<IQ")
-        elif seg_type == SEG_CONSTANT:
-            (seg.value,) = r.unpack("<B")
-        elif seg_type == SEG_FALLBACK:
-            seg.method, length = r.unpack("<BQ")
-        else:
-            raise BadStreamError(f"corrupted header: unknown segment type {seg_type}")
-        segments.append(seg)
-        lengths.append(length)
-    (head_crc,) = r.unpack("<I")
-    if zlib.crc32(data[: r.pos - 4]) != head_crc:
-        raise BadStreamError("corrupted header (checksum mismatch)")
-    # the header is now trusted: validate sizes before anything is allocated
-    if kind not in (KIND_NEURAL, KIND_FALLBACK):
-        raise BadStreamError(f"corrupted header: unknown kind {kind}")
+    flags = r.byte()
+    if flags & ~(FLAG_FALLBACK | FLAG_ICC):
+        raise BadStreamError(f"corrupted header: unknown flags {flags:#x}")
+    width, height = r.varint(), r.varint()
     if width < 1 or height < 1:
         raise BadStreamError(f"corrupted header: image size {width}x{height}")
     if width * height > max_pixels:
         raise BadStreamError(
             f"image of {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} (see --max-pixels)"
         )
-    if r.pos + sum(lengths) + 4 != len(data):
-        raise BadStreamError(
-            f"truncated or padded file: expected {r.pos + sum(lengths) + 4} bytes, got {len(data)}"
-        )
-    (file_crc,) = struct.unpack("<I", data[-4:])
-    if zlib.crc32(data[:-4]) != file_crc:
+    code = r.byte()
+    names = {v: k for k, v in MODE_CODES.items()}
+    if code == 0:
+        try:
+            mode = r.string().decode("ascii")
+        except UnicodeDecodeError:
+            raise BadStreamError("corrupted header: mode is not ASCII") from None
+    elif code in names:
+        mode = names[code]
+    else:
+        raise BadStreamError(f"corrupted header: unknown mode code {code}")
+    icc = r.take(r.varint()) if flags & FLAG_ICC else b""
+    pixel_crc = struct.unpack("<I", r.take(4))[0]
+    segments, lengths = [], []
+    for _ in range(r.byte()):
+        seg, length = _segment(r)
+        segments.append(seg)
+        lengths.append(length)
+    expected = r.pos + sum(lengths) + 4
+    if expected != len(data):
+        what = "truncated" if expected > len(data) else "corrupted (trailing bytes)"
+        raise BadStreamError(f"{what} file: expected {expected} bytes, got {len(data)}")
+    if zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
         raise BadStreamError("corrupted file (checksum mismatch)")
     pos = r.pos
     for s, n in zip(segments, lengths):
         s.payload = data[pos : pos + n]
         pos += n
+    kind = KIND_FALLBACK if flags & FLAG_FALLBACK else KIND_NEURAL
     return Container(width, height, mode, kind, pixel_crc, icc, segments)

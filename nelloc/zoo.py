@@ -53,14 +53,14 @@ def load(name: str) -> ExactModel:
     return _load(str(path), path.stat().st_mtime)
 
 
-def find_by_sha256(sha256: str) -> ExactModel | None:
-    """The installed model with this digest, if any (used when a stream's model name differs)."""
+def find_by_id(prefix: str) -> ExactModel | None:
+    """The installed model whose SHA-256 starts with ``prefix`` (a stream's model id), if any."""
     for name in list_models():
         try:
             model = load(name)
         except ModelError:
             continue
-        if model.sha256 == sha256:
+        if model.sha256.startswith(prefix):
             return model
     return None
 
