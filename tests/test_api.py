@@ -1,0 +1,421 @@
+"""The public API: lossless round trips of every mode, alpha, fallback, ICC profile, bad inputs, models."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import nelloc
+from conftest import TEST_DATA, smooth_image
+from nelloc import container as ct
+from nelloc import exact, zoo
+from nelloc.errors import BadStreamError, ModelError, NellocError, UnsupportedImageError
+
+CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+# 1x1, one row / column, below the horizon (h = 3), odd / prime, very wide and very tall
+SPECIAL_SIZES = [(1, 1), (1, 2), (2, 1), (1, 9), (9, 1), (2, 3), (3, 2), (3, 3), (4, 4), (7, 13), (13, 7),
+                 (11, 17), (1, 300), (300, 1)]
+
+
+def _pixels(h: int, w: int, c: int, style: str, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if style == "noise":
+        return rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+    if style == "flat":
+        return np.full((h, w, c), rng.integers(0, 256), np.uint8)
+    return smooth_image(h, w, c, seed=seed)
+
+
+@st.composite
+def neural_images(draw):
+    h, w = draw(st.one_of(st.sampled_from(SPECIAL_SIZES), st.tuples(st.integers(1, 20), st.integers(1, 20))))
+    mode = draw(st.sampled_from(sorted(CHANNELS)))
+    seed = draw(st.integers(0, 2**32 - 1))
+    arr = _pixels(h, w, CHANNELS[mode], draw(st.sampled_from(["noise", "smooth", "flat"])), seed)
+    if mode in ("LA", "RGBA") and draw(st.booleans()):
+        arr[..., -1] = 255  # fully opaque
+    as_pil = draw(st.booleans())
+    tile = draw(st.sampled_from([0, 1, 2, 5, 64]))
+    if mode == "L" and not as_pil and draw(st.booleans()):
+        arr = arr[..., 0]  # (H, W) instead of (H, W, 1)
+    if as_pil:
+        return Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr), mode, tile
+    return arr, mode, tile
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(neural_images())
+@example((_pixels(1, 1, 4, "noise", 1), "RGBA", 1))
+@example((_pixels(1, 300, 3, "smooth", 2), "RGB", 0))
+@example((Image.fromarray(_pixels(300, 1, 2, "noise", 3)), "LA", 5))
+@example((_pixels(2, 3, 1, "noise", 4)[..., 0], "L", 2))
+@example((Image.fromarray(_pixels(13, 7, 3, "smooth", 5)), "RGB", 64))
+def test_neural_modes_round_trip_pixels_mode_and_size(tiny_models, case):
+    image, mode, tile = case
+    arr = np.asarray(image)
+    data = nelloc.compress(image, tile=tile)
+    out = nelloc.decompress(data)
+    assert out.mode == mode
+    assert out.size == (arr.shape[1], arr.shape[0])
+    assert np.array_equal(np.asarray(out).reshape(arr.shape), arr)
+    back = nelloc.decompress(data, as_array=True)
+    assert np.array_equal(back.reshape(arr.shape), arr)
+
+
+def test_rgba_array_and_pil_image_give_identical_streams(tiny_models):
+    arr = smooth_image(9, 11, 4, seed=1)
+    assert nelloc.compress(arr, tile=5) == nelloc.compress(Image.fromarray(arr), tile=5)
+
+
+def test_default_tile_round_trips_an_image_larger_than_one_tile(tiny_models):
+    arr = smooth_image(70, 66, 3, seed=2)  # default tile 64 -> 2x2 tiles, clipped
+    assert np.array_equal(nelloc.decompress(nelloc.compress(arr), as_array=True), arr)
+
+
+# -- alpha ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["LA", "RGBA"])
+def test_opaque_alpha_costs_only_a_constant_segment(tiny_models, mode):
+    arr = smooth_image(12, 10, CHANNELS[mode], seed=3)
+    arr[..., -1] = 255
+    data = nelloc.compress(arr)
+    segs = nelloc.info(data)["segments"]
+    assert [s["type"] for s in segs] == ["neural", "constant"]
+    assert segs[1] == {"type": "constant", "channels": 1, "value": 255, "payload_bytes": 0}
+    # against the colour-only file (same header size: the mode is a one-byte code), the alpha plane
+    # costs the 3 bytes of its constant segment header: type, channels, value
+    colour_only = nelloc.compress(arr[..., :-1])
+    assert len(data) - len(colour_only) == 3
+    assert np.array_equal(nelloc.decompress(data, as_array=True), arr)
+
+
+def test_constant_transparent_alpha_is_also_a_constant_segment(tiny_models):
+    arr = smooth_image(5, 6, 4, seed=4)
+    arr[..., 3] = 0
+    data = nelloc.compress(arr)
+    assert nelloc.info(data)["segments"][1]["value"] == 0
+    assert np.array_equal(nelloc.decompress(data, as_array=True), arr)
+
+
+@pytest.mark.parametrize("mode", ["LA", "RGBA"])
+def test_varying_alpha_is_neural_coded_with_the_gray_model(tiny_models, mode):
+    arr = smooth_image(12, 10, CHANNELS[mode], seed=5)
+    gray_id = zoo.load("gray").sha256[: 2 * ct.MODEL_ID_BYTES]
+    data = nelloc.compress(arr, tile=5)
+    segs = nelloc.info(data)["segments"]
+    assert [s["type"] for s in segs] == ["neural", "neural"]
+    assert segs[1]["channels"] == 1 and segs[1]["model"] == "gray" and segs[1]["model_id"] == gray_id
+    assert segs[1]["tile"] == 5 and segs[1]["payload_bytes"] > 0
+    assert segs[0]["model"] == ("gray" if mode == "LA" else "rgb")
+    assert np.array_equal(nelloc.decompress(data, as_array=True), arr)
+
+
+# -- fallback modes ------------------------------------------------------------------------------
+
+
+def _random_image(mode: str, size=(7, 5), seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    n = len(Image.new(mode, size).tobytes())
+    return Image.frombytes(mode, size, rng.integers(0, 256, n, dtype=np.uint8).tobytes())
+
+
+def _fallback_images():
+    rng = np.random.default_rng(10)
+    rgb = Image.fromarray(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8))
+    pal = Image.fromarray(rng.integers(0, 16, (5, 7), dtype=np.uint8)).convert("P")
+    pal.putpalette(rng.integers(0, 256, 48, dtype=np.uint8).tobytes())
+    images = {
+        "1": Image.fromarray(rng.integers(0, 2, (5, 7)).astype(bool)),
+        "P": pal,
+        "I;16 (uint16 array)": rng.integers(0, 65536, (5, 7), dtype=np.uint16),
+        "I": Image.fromarray(rng.integers(-(2**31), 2**31 - 1, (5, 7), dtype=np.int32)),
+        "F": Image.fromarray(rng.normal(0, 1e6, (5, 7)).astype(np.float32)),
+        "CMYK": rgb.convert("CMYK"),
+        "YCbCr": rgb.convert("YCbCr"),
+        "LAB": _random_image("LAB", seed=11),
+        "HSV": _random_image("HSV", seed=12),
+        "CMYK (random bytes)": _random_image("CMYK", seed=13),
+        "1 (bool array)": rng.integers(0, 2, (5, 7)).astype(bool),
+    }
+    try:
+        pa = pal.convert("PA")
+        pa.putalpha(Image.fromarray(rng.integers(0, 256, (5, 7), dtype=np.uint8)))
+        images["PA"] = pa
+    except (ValueError, OSError):
+        pass  # this Pillow has no PA mode
+    return images
+
+
+FALLBACK = _fallback_images()
+
+
+@pytest.mark.parametrize("name", sorted(FALLBACK))
+def test_fallback_modes_round_trip_with_mode_size_and_palette(tiny_models, name):
+    src = FALLBACK[name]
+    im = nelloc.api.to_image(src)
+    data = nelloc.compress(src)
+    meta = nelloc.info(data)
+    assert meta["kind"] == "fallback" and [s["type"] for s in meta["segments"]] == ["fallback"]
+    out = nelloc.decompress(data)
+    assert out.mode == im.mode and out.size == im.size
+    assert out.tobytes() == im.tobytes()
+    assert out.getpalette() == im.getpalette()
+    if isinstance(src, np.ndarray):
+        assert np.array_equal(np.asarray(out), src)
+
+
+def test_fallback_needs_no_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("NELLOC_MODELS", str(tmp_path))
+    monkeypatch.setattr(zoo, "model_dirs", lambda: [tmp_path])
+    im = FALLBACK["CMYK"]
+    assert nelloc.decompress(nelloc.compress(im)).tobytes() == im.tobytes()
+
+
+# -- ICC profile ---------------------------------------------------------------------------------
+
+ICC = b"not really an ICC profile \x00\x01\x02\xff" * 3
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "CMYK", "P"])
+def test_icc_profile_is_kept(tiny_models, mode):
+    im = Image.fromarray(smooth_image(6, 8, 3, seed=6)).convert(mode)
+    im.info["icc_profile"] = ICC
+    data = nelloc.compress(im)
+    assert nelloc.info(data)["icc_profile_bytes"] == len(ICC)
+    out = nelloc.decompress(data)
+    assert out.info["icc_profile"] == ICC
+    assert out.tobytes() == im.tobytes()
+
+
+def test_no_icc_profile_means_none_after_decoding(tiny_models):
+    out = nelloc.decompress(nelloc.compress(smooth_image(4, 4, 3)))
+    assert not out.info.get("icc_profile")
+
+
+# -- bad inputs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((4, 4), np.float64),
+        np.zeros((4, 4, 3), np.float32),
+        np.zeros((4, 4), np.int64),
+        np.zeros((4, 4, 3), np.uint16),
+        np.zeros((4, 4, 5), np.uint8),
+        np.zeros((2, 2, 2, 2), np.uint8),
+        np.zeros((7,), np.uint8),
+        np.zeros((0, 0), np.uint8),
+        np.zeros((0, 5, 3), np.uint8),
+        np.zeros((3, 0), np.uint8),
+        np.zeros((2, 3, 0), np.uint8),
+        Image.new("RGB", (0, 0)),
+        Image.new("L", (0, 5)),
+    ],
+    ids=lambda x: f"{getattr(x, 'dtype', 'PIL')}{getattr(x, 'shape', getattr(x, 'size', ''))}".replace(" ", ""),
+)
+def test_unsupported_arrays_and_empty_images_raise_unsupported_image_error(tiny_models, bad):
+    with pytest.raises(UnsupportedImageError):
+        nelloc.compress(bad)
+
+
+def test_path_that_is_not_an_image_raises_unsupported_image_error(tiny_models, tmp_path):
+    p = tmp_path / "notes.png"
+    p.write_text("hello, not a picture")
+    with pytest.raises(UnsupportedImageError, match="not an image"):
+        nelloc.compress(p)
+
+
+def test_truncated_png_raises_unsupported_image_error(tiny_models, tmp_path):
+    p = tmp_path / "cut.png"
+    Image.fromarray(smooth_image(30, 30, 3)).save(p)
+    p.write_bytes(p.read_bytes()[:80])
+    with pytest.raises(UnsupportedImageError):
+        nelloc.compress(str(p))
+
+
+def test_missing_file_and_directory_raise_unsupported_image_error(tiny_models, tmp_path):
+    with pytest.raises(UnsupportedImageError, match="no such file"):
+        nelloc.compress(tmp_path / "missing.png")
+    with pytest.raises(UnsupportedImageError, match="directory"):
+        nelloc.compress(tmp_path)
+
+
+@pytest.mark.parametrize("tile", [-1, 65537, 10**9])
+def test_out_of_range_tile_raises_unsupported_image_error(tiny_models, tile):
+    with pytest.raises(UnsupportedImageError, match="tile"):
+        nelloc.compress(smooth_image(3, 3, 3), tile=tile)
+
+
+def _patch_byte(stream: bytes, offset: int, value: int) -> bytes:
+    """Set one byte and recompute the file CRC (the last 4 bytes) as container.dumps does."""
+    data = bytearray(stream)
+    data[offset] = value
+    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
+    return bytes(data)
+
+
+@pytest.fixture
+def valid_stream(tiny_models) -> bytes:
+    return nelloc.compress(smooth_image(6, 7, 3, seed=8), tile=4)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"", b"\x8b", b"\x8bNL", b"\x8bNLC", b"PNG\x00" * 8, b"\x89PNG\r\n\x1a\n" + bytes(40),
+     np.random.default_rng(0).integers(0, 256, 200, dtype=np.uint8).tobytes()],
+    ids=["empty", "1byte", "3bytes", "magic-only", "junk", "png-signature", "random"],
+)
+def test_garbage_streams_raise_bad_stream_error(tiny_models, bad):
+    with pytest.raises(BadStreamError):
+        nelloc.decompress(bad)
+    with pytest.raises(BadStreamError):
+        nelloc.info(bad)
+
+
+def test_wrong_magic_raises_bad_stream_error(valid_stream):
+    with pytest.raises(BadStreamError, match="magic"):
+        nelloc.decompress(b"\x8bNLD" + valid_stream[4:])
+
+
+def test_unsupported_version_raises_bad_stream_error_naming_it(valid_stream):
+    patched = _patch_byte(valid_stream, 4, 2)
+    with pytest.raises(BadStreamError, match="version 2"):
+        nelloc.decompress(patched)
+    with pytest.raises(BadStreamError, match="version 2"):
+        nelloc.info(patched)
+    # the helper itself is faithful: patching the version back to 1 gives the original stream
+    assert _patch_byte(patched, 4, 1) == valid_stream
+
+
+def _constant_stream(width: int, height: int, pixel_crc: int = 0) -> bytes:
+    """A valid L stream whose only segment is a constant plane of 7s (no payload to allocate)."""
+    seg = ct.Segment(ct.SEG_CONSTANT, 1, value=7)
+    return ct.dumps(ct.Container(width, height, "L", pixel_crc=pixel_crc, segments=[seg]))
+
+
+def test_header_claiming_ten_gigapixels_fails_fast_naming_the_limit(tiny_models):
+    data = _constant_stream(100_000, 100_000)
+    t0 = time.perf_counter()
+    with pytest.raises(BadStreamError, match="limit"):
+        nelloc.decompress(data)
+    with pytest.raises(BadStreamError, match="limit"):
+        nelloc.info(data)
+    assert time.perf_counter() - t0 < 0.5  # refused before allocating 10 GB
+
+
+def test_max_pixels_is_honoured(valid_stream):
+    pixels = 6 * 7
+    assert np.asarray(nelloc.decompress(valid_stream, max_pixels=pixels)).shape == (6, 7, 3)
+    with pytest.raises(BadStreamError, match="limit"):
+        nelloc.decompress(valid_stream, max_pixels=pixels - 1)
+    with pytest.raises(BadStreamError, match="limit"):
+        nelloc.info(valid_stream, max_pixels=pixels - 1)
+    # a 6-megapixel constant image: refused one pixel under the limit, decoded at the limit
+    data = _constant_stream(3000, 2000, zlib.crc32(bytes([7]) * 6_000_000))
+    with pytest.raises(BadStreamError, match="limit"):
+        nelloc.decompress(data, max_pixels=5_999_999)
+    out = nelloc.decompress(data, max_pixels=6_000_000, as_array=True)
+    assert out.shape == (2000, 3000) and (out == 7).all()
+
+
+def test_bad_stream_errors_are_nelloc_errors():
+    assert issubclass(BadStreamError, NellocError) and issubclass(ModelError, NellocError)
+    assert issubclass(UnsupportedImageError, NellocError)
+
+
+# -- models --------------------------------------------------------------------------------------
+
+
+def _models_dir(tmp_path, rgb_tensors_patch=None):
+    d = tmp_path / "models"
+    d.mkdir()
+    shutil.copy(TEST_DATA / "tiny-gray.safetensors", d / "gray.safetensors")
+    m = exact.ExactModel.load(TEST_DATA / "tiny-rgb.safetensors")
+    tensors = {k: v.copy() for k, v in m.tensors.items()}
+    if rgb_tensors_patch:
+        rgb_tensors_patch(tensors)
+    exact.save(d / "rgb.safetensors", tensors, m.cfg, "rgb")
+    return d
+
+
+def _nudge_one_weight(tensors):
+    w = tensors["first.weight"]
+    w.flat[0] = w.flat[0] + (1 if w.flat[0] < 0 else -1)
+
+
+def test_stream_from_a_different_rgb_model_raises_model_error_naming_it(tiny_models, tmp_path, monkeypatch):
+    data = nelloc.compress(smooth_image(5, 6, 3, seed=9))
+    need = nelloc.info(data)["segments"][0]["model_id"]
+    other = _models_dir(tmp_path, _nudge_one_weight)
+    monkeypatch.setenv("NELLOC_MODELS", str(other))
+    assert not zoo.load("rgb").sha256.startswith(need)
+    with pytest.raises(ModelError, match="'rgb'") as exc:
+        nelloc.decompress(data)
+    assert need in str(exc.value)
+
+
+def test_unchanged_resaved_model_still_decodes(tiny_models, tmp_path, monkeypatch):
+    arr = smooth_image(5, 6, 3, seed=9)
+    data = nelloc.compress(arr)
+    monkeypatch.setenv("NELLOC_MODELS", str(_models_dir(tmp_path)))
+    assert np.array_equal(nelloc.decompress(data, as_array=True), arr)
+
+
+def test_model_installed_under_another_name_is_found_by_hash(tiny_models, tmp_path, monkeypatch):
+    arr = smooth_image(5, 6, 3, seed=9)
+    data = nelloc.compress(arr)
+    d = tmp_path / "renamed"
+    d.mkdir()
+    shutil.copy(TEST_DATA / "tiny-rgb.safetensors", d / "my-rgb.safetensors")
+    monkeypatch.setenv("NELLOC_MODELS", str(d))
+    monkeypatch.setattr(zoo, "model_dirs", lambda: [d])
+    assert np.array_equal(nelloc.decompress(data, as_array=True), arr)
+
+
+def test_no_models_installed_raises_model_error(tiny_models, tmp_path, monkeypatch):
+    data = nelloc.compress(smooth_image(5, 6, 3, seed=9))
+    gray = nelloc.compress(smooth_image(5, 6, 1, seed=9))
+    empty = tmp_path / "none"
+    empty.mkdir()
+    monkeypatch.setenv("NELLOC_MODELS", str(empty))
+    monkeypatch.setattr(zoo, "model_dirs", lambda: [empty])
+    for stream in (data, gray):
+        with pytest.raises(ModelError, match="no such model is installed"):
+            nelloc.decompress(stream)
+    with pytest.raises(ModelError, match="'rgb'"):
+        nelloc.compress(smooth_image(3, 3, 3))
+    with pytest.raises(ModelError, match="'gray'"):
+        nelloc.compress(smooth_image(3, 3, 1))
+
+
+def test_unknown_model_name_raises_model_error(tiny_models):
+    with pytest.raises(ModelError, match="no-such-model"):
+        nelloc.compress(smooth_image(3, 3, 3), model="no-such-model")
+
+
+def test_model_with_wrong_channel_count_raises_model_error(tiny_models):
+    with pytest.raises(ModelError, match="gray"):
+        nelloc.compress(smooth_image(3, 3, 3), model="gray")
+
+
+def test_corrupted_model_file_raises_model_error(tiny_models, tmp_path, monkeypatch):
+    data = nelloc.compress(smooth_image(5, 6, 3, seed=9))
+    d = tmp_path / "broken"
+    d.mkdir()
+    (d / "rgb.safetensors").write_bytes(b"\x00" * 64)
+    monkeypatch.setenv("NELLOC_MODELS", str(d))
+    monkeypatch.setattr(zoo, "model_dirs", lambda: [d])
+    with pytest.raises(ModelError):
+        nelloc.compress(smooth_image(3, 3, 3))
+    with pytest.raises(ModelError):
+        nelloc.decompress(data)

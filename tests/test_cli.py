@@ -1,0 +1,388 @@
+"""The `nelloc` command line: round trips, exit codes, one-line errors, no partial files."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import nelloc
+from conftest import smooth_image
+from nelloc.cli import main
+
+
+def _runner() -> CliRunner:
+    # click < 8.2 mixes stderr into stdout unless told not to; 8.2+ always keeps result.stderr apart
+    if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters:
+        return CliRunner(mix_stderr=False)
+    return CliRunner()
+
+
+def run(*args):
+    return _runner().invoke(main, [str(a) for a in args])
+
+
+def assert_ok(result) -> None:
+    assert result.exit_code == 0, f"exit {result.exit_code}: {result.output}"
+    assert result.exception is None
+
+
+def assert_error(result, *fragments: str) -> str:
+    """A handled failure: non-zero exit, one line 'nelloc: error: ...' on stderr, no traceback."""
+    assert result.exit_code != 0
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    err = result.stderr.strip()
+    assert err.startswith("nelloc: error:"), err
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in result.output and "internal error" not in err
+    for f in fragments:
+        assert f in err, err
+    return err
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.fixture
+def rgb_png(tmp_path) -> Path:
+    p = tmp_path / "img.png"
+    Image.fromarray(smooth_image(8, 10, 3, seed=31)).save(p)
+    return p
+
+
+def _pixels_equal(a: Path, b: Path) -> bool:
+    ia, ib = Image.open(a), Image.open(b)
+    return ia.mode == ib.mode and ia.size == ib.size and ia.tobytes() == ib.tobytes()
+
+
+# -- round trips ---------------------------------------------------------------------------------
+
+
+def test_compress_then_decompress_round_trips_pixel_exact(tiny_models, rgb_png, tmp_path):
+    assert_ok(run("compress", rgb_png))
+    nlc = tmp_path / "img.nlc"
+    assert nlc.is_file()
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_ok(run("decompress", nlc, "--out-dir", out))
+    assert _files(out) == ["img.png"]
+    assert _pixels_equal(rgb_png, out / "img.png")
+    assert_ok(run("decompress", nlc, "-o", tmp_path / "again.tif"))
+    assert _pixels_equal(rgb_png, tmp_path / "again.tif")
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "L"])
+def test_round_trip_of_grey_and_alpha_pngs(tiny_models, tmp_path, mode):
+    src = tmp_path / "a.png"
+    arr = smooth_image(6, 7, {"RGBA": 4, "LA": 2, "L": 1}[mode], seed=32)
+    Image.fromarray(arr[..., 0] if mode == "L" else arr).save(src)
+    assert_ok(run("compress", "-q", src, "-o", tmp_path / "a.nlc"))
+    assert_ok(run("decompress", "-q", tmp_path / "a.nlc", "-o", tmp_path / "b.png"))
+    assert _pixels_equal(src, tmp_path / "b.png")
+
+
+def test_fallback_mode_decompresses_to_tiff_by_default(tiny_models, tmp_path):
+    src = tmp_path / "cmyk.tif"
+    Image.fromarray(smooth_image(5, 6, 3, seed=33)).convert("CMYK").save(src)
+    assert_ok(run("compress", "-q", src))
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_ok(run("decompress", "-q", tmp_path / "cmyk.nlc", "--out-dir", out))
+    assert _files(out) == ["cmyk.tif"]
+    assert _pixels_equal(src, out / "cmyk.tif")
+
+
+def test_quiet_prints_nothing_on_success(tiny_models, rgb_png, tmp_path):
+    result = run("compress", "-q", rgb_png)
+    assert_ok(result)
+    assert result.stdout == "" and result.stderr == ""
+    result = run("decompress", "-q", tmp_path / "img.nlc", "-o", tmp_path / "back.png")
+    assert_ok(result)
+    assert result.stdout == "" and result.stderr == ""
+
+
+def test_summary_line_without_quiet(tiny_models, rgb_png, tmp_path):
+    result = run("compress", rgb_png)
+    assert_ok(result)
+    assert "img.png" in result.stderr and "bits/sub-pixel" in result.stderr
+
+
+# -- existing outputs ----------------------------------------------------------------------------
+
+
+def test_existing_output_is_an_error_and_is_left_untouched(tiny_models, rgb_png, tmp_path):
+    nlc = tmp_path / "img.nlc"
+    nlc.write_bytes(b"precious")
+    assert_error(run("compress", rgb_png), "already exists", "--force")
+    assert nlc.read_bytes() == b"precious"
+    # decompressing beside the source would overwrite the original PNG: refused too
+    original = rgb_png.read_bytes()
+    assert_ok(run("compress", "-f", "-q", rgb_png))
+    assert_error(run("decompress", nlc), "already exists")
+    assert rgb_png.read_bytes() == original
+    assert not [n for n in _files(tmp_path) if n.endswith(".part")]
+
+
+def test_force_overwrites(tiny_models, rgb_png, tmp_path):
+    nlc = tmp_path / "img.nlc"
+    nlc.write_bytes(b"old")
+    assert_ok(run("compress", "--force", "-q", rgb_png))
+    assert nelloc.info(nlc.read_bytes())["width"] == 10
+    rgb_png.write_bytes(b"old")
+    assert_ok(run("decompress", "-f", "-q", nlc))
+    assert np.array_equal(np.asarray(Image.open(rgb_png)), smooth_image(8, 10, 3, seed=31))
+
+
+# -- several inputs, directories -----------------------------------------------------------------
+
+
+def test_output_option_with_several_inputs_is_an_error(tiny_models, rgb_png, tmp_path):
+    other = tmp_path / "other.png"
+    shutil.copy(rgb_png, other)
+    assert_error(run("compress", rgb_png, other, "-o", tmp_path / "x.nlc"), "-o")
+    assert not (tmp_path / "x.nlc").exists()
+    assert_error(run("compress", rgb_png, "-o", tmp_path / "x.nlc", "--out-dir", tmp_path))
+
+
+def test_directory_input_compresses_every_image_in_it(tiny_models, tmp_path):
+    src = tmp_path / "pics"
+    src.mkdir()
+    Image.fromarray(smooth_image(5, 6, 3, seed=34)).save(src / "a.png")
+    Image.fromarray(smooth_image(4, 9, 1, seed=35)[..., 0]).save(src / "b.bmp")
+    (src / "notes.txt").write_text("not an image")
+    assert_ok(run("compress", "-q", src))
+    assert _files(src) == ["a.nlc", "a.png", "b.bmp", "b.nlc", "notes.txt"]
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_ok(run("decompress", "-q", src, "--out-dir", out))
+    assert _files(out) == ["a.png", "b.png"]
+    assert _pixels_equal(src / "a.png", out / "a.png") and _pixels_equal(src / "b.bmp", out / "b.png")
+
+
+def test_out_dir_puts_outputs_there(tiny_models, rgb_png, tmp_path):
+    out = tmp_path / "nlc"
+    out.mkdir()
+    assert_ok(run("compress", "-q", rgb_png, "--out-dir", out))
+    assert _files(out) == ["img.nlc"]
+    assert not (tmp_path / "img.nlc").exists()
+
+
+def test_nonexistent_out_dir_is_an_error(tiny_models, rgb_png, tmp_path):
+    assert_error(run("compress", rgb_png, "--out-dir", tmp_path / "nope"), "does not exist")
+    assert not (tmp_path / "nope").exists()
+
+
+def test_empty_directory_input_is_an_error(tiny_models, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_error(run("compress", tmp_path / "empty"), "files in this directory")
+
+
+def test_one_bad_input_among_several_still_writes_the_others(tiny_models, rgb_png, tmp_path):
+    result = run("compress", "-q", rgb_png, tmp_path / "missing.png")
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stderr.strip().startswith("nelloc: error:") and "missing.png" in result.stderr
+    assert (tmp_path / "img.nlc").is_file()
+
+
+# -- bad inputs ----------------------------------------------------------------------------------
+
+
+def test_missing_input_is_an_error(tiny_models, tmp_path):
+    assert_error(run("compress", tmp_path / "missing.png"), "missing.png")
+    assert_error(run("decompress", tmp_path / "missing.nlc"), "missing.nlc")
+    assert_error(run("info", tmp_path / "missing.nlc"), "missing.nlc")
+    assert _files(tmp_path) == []
+
+
+def test_not_an_image_is_an_error(tiny_models, tmp_path):
+    p = tmp_path / "fake.png"
+    p.write_text("hello")
+    assert_error(run("compress", p), "fake.png", "not an image")
+    assert _files(tmp_path) == ["fake.png"]
+
+
+def test_truncated_nlc_is_an_error_and_leaves_no_output(tiny_models, rgb_png, tmp_path):
+    assert_ok(run("compress", "-q", rgb_png, "-o", tmp_path / "x.nlc"))
+    bad = tmp_path / "cut.nlc"
+    bad.write_bytes((tmp_path / "x.nlc").read_bytes()[:-7])
+    before = _files(tmp_path)
+    assert_error(run("decompress", bad), "cut.nlc", "truncated")
+    assert_error(run("info", bad), "truncated")
+    assert _files(tmp_path) == before  # no cut.png, no .part file
+
+
+def test_failed_decode_leaves_no_partial_file(tiny_models, rgb_png, tmp_path):
+    """A stream whose payload fails the pixel checksum: the decode fails after the header was read."""
+    from nelloc import container as ct
+
+    c = ct.loads(nelloc.compress(rgb_png))
+    payload = bytearray(c.segments[0].payload)
+    payload[len(payload) // 2] ^= 0x55
+    c.segments[0].payload = bytes(payload)
+    bad = tmp_path / "bad.nlc"
+    bad.write_bytes(ct.dumps(c))
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_error(run("decompress", bad, "--out-dir", out), "bad.nlc")
+    assert _files(out) == []
+
+
+def test_failed_write_leaves_no_partial_file(tiny_models, tmp_path):
+    """CMYK cannot be stored as PNG: the error comes while writing the temporary file."""
+    src = tmp_path / "c.tif"
+    Image.fromarray(smooth_image(5, 6, 3, seed=36)).convert("CMYK").save(src)
+    assert_ok(run("compress", "-q", src, "-o", tmp_path / "c.nlc"))
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_error(run("decompress", tmp_path / "c.nlc", "-o", out / "c.png"), "CMYK")
+    assert _files(out) == []
+
+
+def test_unwritable_output_directory_is_an_error(tiny_models, rgb_png, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("running as root: chmod 0o500 does not stop root from writing")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        assert_error(run("compress", rgb_png, "--out-dir", ro), "cannot write")
+        assert _files(ro) == []
+    finally:
+        ro.chmod(0o700)
+
+
+def test_output_in_a_missing_folder_is_an_error(tiny_models, rgb_png, tmp_path):
+    assert_error(run("compress", rgb_png, "-o", tmp_path / "no" / "such" / "x.nlc"), "cannot write")
+    assert _files(tmp_path) == ["img.png"]
+
+
+def test_lossy_output_suffix_is_refused(tiny_models, rgb_png, tmp_path):
+    assert_ok(run("compress", "-q", rgb_png))
+    assert_error(run("decompress", tmp_path / "img.nlc", "-o", tmp_path / "img.jpg"), "lossy")
+    assert not (tmp_path / "img.jpg").exists()
+
+
+def test_wrong_model_is_an_error_naming_it(tiny_models, rgb_png, tmp_path, monkeypatch):
+    assert_ok(run("compress", "-q", rgb_png))
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    monkeypatch.setenv("NELLOC_MODELS", str(empty))
+    monkeypatch.setattr("nelloc.zoo.model_dirs", lambda: [empty])
+    assert_error(run("decompress", tmp_path / "img.nlc", "-o", tmp_path / "x.png"), "'rgb'")
+    assert not (tmp_path / "x.png").exists()
+
+
+# -- info and models -----------------------------------------------------------------------------
+
+
+def test_info_prints_size_mode_and_bits_per_subpixel(tiny_models, rgb_png, tmp_path):
+    assert_ok(run("compress", "-q", rgb_png))
+    nlc = tmp_path / "img.nlc"
+    result = run("info", nlc)
+    assert_ok(result)
+    first = result.stdout.splitlines()[0]
+    assert "10x8" in first and "RGB" in first and "bits/sub-pixel" in first
+    bits = 8 * nlc.stat().st_size / (10 * 8 * 3)
+    assert f"{bits:.4f}" in first
+    assert "segment: type=neural" in result.stdout and "model=rgb" in result.stdout
+
+
+def test_info_json_parses(tiny_models, rgb_png, tmp_path):
+    assert_ok(run("compress", "-q", rgb_png))
+    result = run("info", "--json", tmp_path / "img.nlc", tmp_path / "img.nlc")
+    assert_ok(result)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    meta = json.loads(lines[0])
+    assert (meta["width"], meta["height"], meta["mode"]) == (10, 8, "RGB")
+    assert meta["file"].endswith("img.nlc") and meta["bits_per_subpixel"] > 0
+    assert meta["segments"][0]["model"] == "rgb"
+
+
+def test_models_lists_installed_models(tiny_models):
+    result = run("models")
+    assert_ok(result)
+    names = [line.split("\t")[0] for line in result.stdout.splitlines()]
+    assert "rgb" in names and "gray" in names
+    rgb_line = next(line for line in result.stdout.splitlines() if line.startswith("rgb\t"))
+    assert "3ch" in rgb_line and str(tiny_models) in rgb_line
+
+
+# -- the installed console script ----------------------------------------------------------------
+
+
+def test_console_script_exit_code_and_stderr(tiny_models, rgb_png, tmp_path):
+    exe = Path(sys.executable).parent / "nelloc"
+    if not exe.exists():
+        exe = Path(shutil.which("nelloc") or "nelloc")
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run(
+        [str(exe), "compress", str(rgb_png), str(tmp_path / "missing.png"), "--out-dir", str(out)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "NELLOC_MODELS": str(tiny_models)},
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("nelloc: error:")]
+    assert len(errors) == 1 and "missing.png" in errors[0]
+    assert _files(out) == ["img.nlc"]
+    assert np.array_equal(nelloc.decompress((out / "img.nlc").read_bytes(), as_array=True),
+                          smooth_image(8, 10, 3, seed=31))
+
+
+# -- known bugs (these tests FAIL on the current code; see their docstrings) ---------------------
+
+
+def _fallback_nlc(tmp_path: Path, mode: str) -> tuple[Path, Image.Image]:
+    rng = np.random.default_rng(37)
+    if mode == "I":
+        im = Image.fromarray(rng.integers(-(2**31), 2**31 - 1, (5, 7), dtype=np.int32))
+    elif mode == "I;16":
+        im = Image.fromarray(rng.integers(0, 65536, (5, 7), dtype=np.uint16))
+    elif mode == "PA":
+        im = Image.fromarray(rng.integers(0, 16, (5, 7), dtype=np.uint8)).convert("P").convert("PA")
+        im.putalpha(Image.fromarray(rng.integers(0, 256, (5, 7), dtype=np.uint8)))
+    else:
+        im = Image.fromarray(smooth_image(5, 7, 3, seed=38)).convert(mode)
+    path = tmp_path / f"{mode.replace(';', '_')}.nlc"
+    path.write_bytes(nelloc.compress(im))
+    return path, nelloc.decompress(path.read_bytes())
+
+
+@pytest.mark.parametrize("mode", ["I", "PA"])
+def test_BUG_default_output_format_can_store_fallback_mode(tiny_models, tmp_path, mode):
+    """BUG (nelloc/cli.py, PNG_MODES / _default_suffix): "I" and "PA" are listed as PNG modes, but
+    Pillow cannot write them as PNG, so `nelloc decompress X.nlc` of a valid I or PA file fails with
+    "cannot store mode I as PNG" (TIFF stores both exactly: `-o X.tif` works)."""
+    nlc, image = _fallback_nlc(tmp_path, mode)
+    assert_ok(run("decompress", "-q", nlc))
+    (out,) = [p for p in tmp_path.iterdir() if p.suffix != ".nlc"]
+    back = Image.open(out)
+    assert back.mode == image.mode and back.tobytes() == image.tobytes()
+
+
+@pytest.mark.parametrize("mode, suffix", [("I;16", ".webp"), ("F", ".webp"), ("CMYK", ".webp"), ("I", ".ppm")])
+def test_BUG_lossless_output_suffix_never_silently_loses_data(tiny_models, tmp_path, mode, suffix):
+    """BUG (nelloc/cli.py, decompress -> write): Pillow converts I;16 / F / CMYK to 8-bit RGB when
+    saving WEBP, and clips I (int32) when saving PPM; the CLI exits 0 with a lossy file.  It should
+    refuse (one-line error) or write an image that reads back identical."""
+    nlc, image = _fallback_nlc(tmp_path, mode)
+    out = tmp_path / f"out{suffix}"
+    result = run("decompress", "-q", nlc, "-o", out)
+    if result.exit_code != 0:
+        assert_error(result)
+        assert not out.exists()
+        return
+    back = Image.open(out)
+    assert back.mode == image.mode and back.tobytes() == image.tobytes(), f"{mode} -> {back.mode}: data lost"

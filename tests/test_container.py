@@ -1,0 +1,226 @@
+"""The .nlc container (docs/format.md): serialisation, documented field layout, and golden files.
+
+The golden files pin the format *and* the model arithmetic: compressing tests/data/golden_*.png with
+the tiny test models must reproduce tests/data/golden_*.nlc byte for byte.  They were made once by
+running this module (``python tests/test_container.py``); regenerate them only for a deliberate,
+documented format change (and bump the format version).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import nelloc
+from conftest import smooth_image
+from nelloc import container as ct
+from nelloc.errors import BadStreamError
+
+TEST_DATA = Path(__file__).parent / "data"
+# name -> (source PNG, tile size used to make the .nlc)
+GOLDEN = {
+    "golden_rgb": 8,  # 23x17 RGB, 3x3 tiles (clipped at the right and bottom edges)
+    "golden_la": 0,  # 13x11 LA with a varying alpha: two neural segments (gray model), untiled
+}
+
+
+# -- serialisation -------------------------------------------------------------------------------
+
+
+def _full_container() -> ct.Container:
+    return ct.Container(
+        300,
+        70000,
+        "RGBA",
+        pixel_crc=0xDEADBEEF,
+        icc_profile=b"icc" * 50,
+        segments=[
+            ct.Segment(ct.SEG_NEURAL, 3, "rgb", bytes(range(8)), 64, payload=b"\x01\x02\x03\x04" * 40),
+            ct.Segment(ct.SEG_CONSTANT, 1, value=200),
+            ct.Segment(ct.SEG_NEURAL, 1, "gr\u00e9y", b"\xff" * 8, 0, payload=b""),
+            ct.Segment(ct.SEG_FALLBACK, 4, method=ct.FALLBACK_RAW_LZMA, payload=b"xz" * 100),
+        ],
+    )
+
+
+def test_dumps_loads_round_trips_neural_constant_and_fallback_segments():
+    c = _full_container()
+    assert ct.loads(ct.dumps(c)) == c
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "1", "P", "I;16", "CMYK", "YCbCr"])
+@pytest.mark.parametrize("kind", [ct.KIND_NEURAL, ct.KIND_FALLBACK])
+def test_dumps_loads_round_trips_every_mode_and_kind(mode, kind):
+    c = ct.Container(1, 1, mode, kind=kind, pixel_crc=1,
+                     segments=[ct.Segment(ct.SEG_FALLBACK, 1, method=ct.FALLBACK_PNG, payload=b"png")])
+    assert ct.loads(ct.dumps(c)) == c
+
+
+def _refix(data: bytes) -> bytes:
+    """Recompute the file CRC of a patched stream."""
+    return data[:-4] + struct.pack("<I", zlib.crc32(data[:-4]))
+
+
+_GOOD = ct.dumps(_full_container())
+MALFORMED = {
+    "truncated by one byte": (_GOOD[:-1], "truncated"),
+    "trailing byte": (_refix(_GOOD[:-4] + b"\x00" + _GOOD[-4:]), "trailing"),
+    "file crc zeroed": (_GOOD[:-4] + bytes(4), "checksum"),
+    "unknown flag bit": (_refix(_GOOD[:5] + b"\x06" + _GOOD[6:]), "flags"),
+    "version 0": (_refix(_GOOD[:4] + b"\x00" + _GOOD[5:]), "version 0"),
+    "width 0": (_refix(_GOOD[:6] + b"\x00" + _GOOD[8:]), "size"),
+    "unknown mode code": (_refix(_GOOD[:11] + b"\x09" + _GOOD[12:]), "mode code"),
+    "endless varint": (_GOOD[:6] + b"\xff" * 12 + _GOOD[6:], "too long"),
+    "header only": (_GOOD[:20], "truncated"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_loads_rejects_malformed_streams_with_a_reason(name):
+    data, reason = MALFORMED[name]
+    with pytest.raises(BadStreamError, match=reason):
+        ct.loads(data)
+
+
+def test_model_id_must_be_eight_bytes():
+    with pytest.raises(ValueError):
+        ct.dumps(ct.Container(1, 1, "L", segments=[ct.Segment(ct.SEG_NEURAL, 1, "gray", bytes(32))]))
+
+
+# -- documented field layout ---------------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    """Unsigned LEB128, written here independently of nelloc.container."""
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n >> 7 else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def test_header_fields_are_at_their_documented_places():
+    c = _full_container()
+    data = ct.dumps(c)
+    assert data[:4] == b"\x8bNLC" == bytes.fromhex("8B4E4C43")
+    assert data[4] == 1 == ct.VERSION
+    assert data[5] == 0b10  # flags: bit 0 fallback (no), bit 1 ICC profile (yes)
+    pos = 6
+    assert data[pos : pos + 2] == b"\xac\x02" == _varint(300)  # width, LEB128
+    assert data[pos + 2 : pos + 5] == b"\xf0\xa2\x04" == _varint(70000)  # height
+    pos += 5
+    assert data[pos] == 4  # mode code RGBA
+    pos += 1
+    assert data[pos : pos + 2] == _varint(150) == b"\x96\x01"  # ICC length, then the profile
+    pos += 2
+    assert data[pos : pos + 150] == c.icc_profile
+    pos += 150
+    assert struct.unpack("<I", data[pos : pos + 4])[0] == 0xDEADBEEF  # pixel CRC, little-endian
+    assert data[pos + 4] == 4  # segment count
+    pos += 5
+    # neural: type, channels, name, 8-byte id, tile varint, payload length varint
+    assert data[pos : pos + 2] == b"\x00\x03" and data[pos + 2 : pos + 6] == b"\x03rgb"
+    assert data[pos + 6 : pos + 14] == bytes(range(8))
+    assert data[pos + 14] == 64 and data[pos + 15 : pos + 17] == _varint(160) == b"\xa0\x01"
+    pos += 17
+    assert data[pos : pos + 3] == b"\x01\x01\xc8"  # constant: type, channels, value 200
+    pos += 3
+    name = "gr\u00e9y".encode("utf-8")
+    assert data[pos : pos + 3 + len(name)] == b"\x00\x01" + bytes([len(name)]) + name
+    pos += 3 + len(name)
+    assert data[pos : pos + 10] == b"\xff" * 8 + b"\x00\x00"  # id, tile 0, empty payload
+    pos += 10
+    assert data[pos : pos + 5] == b"\x02\x04\x01\xc8\x01"  # fallback: type, channels, method, length 200
+    pos += 5
+    assert data[pos:-4] == b"\x01\x02\x03\x04" * 40 + b"xz" * 100  # payloads in segment order
+    assert struct.unpack("<I", data[-4:])[0] == zlib.crc32(data[:-4])  # file CRC
+
+
+def test_fallback_flag_and_mode_string():
+    c = ct.Container(5, 7, "CMYK", kind=ct.KIND_FALLBACK, pixel_crc=0x01020304,
+                     segments=[ct.Segment(ct.SEG_FALLBACK, 4, method=ct.FALLBACK_RAW_LZMA, payload=b"abc")])
+    data = ct.dumps(c)
+    assert data[:8] == b"\x8bNLC\x01\x01\x05\x07"  # magic, version, flags = fallback, width, height
+    assert data[8:14] == b"\x00\x04CMYK"  # mode code 0, then the mode string
+    assert data[14:18] == b"\x04\x03\x02\x01"  # no ICC length: the pixel CRC follows directly
+    assert data[18:23] == b"\x01\x02\x04\x01\x03" and data[23:26] == b"abc"
+
+
+@pytest.mark.parametrize("mode, code", [("L", 1), ("LA", 2), ("RGB", 3), ("RGBA", 4)])
+def test_neural_mode_codes(mode, code):
+    data = ct.dumps(ct.Container(2, 3, mode))
+    assert data[6:9] == bytes([2, 3, code])
+
+
+def test_grey_image_has_36_bytes_of_container_overhead(tiny_models):
+    data = nelloc.compress(smooth_image(20, 30, 1, seed=1))
+    payload = nelloc.info(data)["segments"][0]["payload_bytes"]
+    assert 128 <= payload < 16384  # a two-byte length varint, as in the documented count
+    assert len(data) - payload == 36
+
+
+def test_width_and_height_are_read_back_from_real_streams(tiny_models):
+    data = nelloc.compress(smooth_image(3, 130, 3, seed=2), tile=0)
+    assert data[6:9] == b"\x82\x01\x03"  # width 130 (two bytes), height 3
+    meta = nelloc.info(data)
+    assert (meta["width"], meta["height"], meta["mode"]) == (130, 3, "RGB")
+
+
+# -- golden files --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_file_is_reproduced_byte_for_byte(tiny_models, name):
+    png, nlc = TEST_DATA / f"{name}.png", TEST_DATA / f"{name}.nlc"
+    made = nelloc.compress(png, tile=GOLDEN[name])
+    assert made == nlc.read_bytes(), (
+        f"compressing {png.name} no longer reproduces {nlc.name}: the .nlc format or the model "
+        "arithmetic changed (a format break: bump the version and document it)"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_file_decodes_to_its_png(tiny_models, name):
+    src = Image.open(TEST_DATA / f"{name}.png")
+    src.load()
+    out = nelloc.decompress((TEST_DATA / f"{name}.nlc").read_bytes())
+    assert out.mode == src.mode and out.size == src.size
+    assert np.array_equal(np.asarray(out), np.asarray(src))
+
+
+def test_golden_files_cover_tiles_and_a_neural_alpha(tiny_models):
+    rgb = nelloc.info((TEST_DATA / "golden_rgb.nlc").read_bytes())
+    assert (rgb["width"], rgb["height"], rgb["mode"]) == (23, 17, "RGB")
+    assert [(s["type"], s["model"], s["tile"]) for s in rgb["segments"]] == [("neural", "rgb", 8)]
+    la = nelloc.info((TEST_DATA / "golden_la.nlc").read_bytes())
+    assert (la["width"], la["height"], la["mode"]) == (13, 11, "LA")
+    assert [(s["type"], s["model"]) for s in la["segments"]] == [("neural", "gray"), ("neural", "gray")]
+
+
+def _make_golden_files() -> None:
+    """Create tests/data/golden_*.{png,nlc} with the tiny models (run once, by hand)."""
+    import os
+    import shutil
+    import tempfile
+
+    models = Path(tempfile.mkdtemp())
+    shutil.copy(TEST_DATA / "tiny-rgb.safetensors", models / "rgb.safetensors")
+    shutil.copy(TEST_DATA / "tiny-gray.safetensors", models / "gray.safetensors")
+    os.environ["NELLOC_MODELS"] = str(models)
+    Image.fromarray(smooth_image(17, 23, 3, seed=7)).save(TEST_DATA / "golden_rgb.png")
+    la = smooth_image(11, 13, 2, seed=8)
+    la[..., 1] = np.clip(255 - 9 * np.arange(13)[None, :] - np.arange(11)[:, None], 0, 255)  # varying alpha
+    Image.fromarray(la).save(TEST_DATA / "golden_la.png")
+    for name, tile in GOLDEN.items():
+        (TEST_DATA / f"{name}.nlc").write_bytes(nelloc.compress(TEST_DATA / f"{name}.png", tile=tile))
+        print(name, nelloc.info((TEST_DATA / f"{name}.nlc").read_bytes()))
+
+
+if __name__ == "__main__":
+    _make_golden_files()
