@@ -186,7 +186,7 @@ def _decode_neural(c: ct.Container, dev, progress=None) -> Image.Image:
     planes = []
     for seg in c.segments:
         if seg.type == ct.SEG_CONSTANT:
-            planes.append(np.full((c.height, c.width, 1), seg.value, np.uint8))
+            planes.append(np.full((c.height, c.width, seg.channels), seg.value, np.uint8))
             continue
         if seg.tile > MAX_TILE:
             raise BadStreamError(f"corrupted header: tile size {seg.tile}")
@@ -221,7 +221,11 @@ def decompress(
         im = _decode_neural(c, resolve_device(device), progress)
     if im.mode != c.mode or im.size != (c.width, c.height):
         raise BadStreamError("corrupted stream: decoded image does not match the header")
-    if zlib.crc32(im.tobytes()) != c.pixel_crc:
+    try:
+        raw = im.tobytes()
+    except (ValueError, OSError) as exc:  # e.g. a palette of the wrong size in a raw fallback
+        raise BadStreamError(f"corrupted stream: decoded image is invalid ({exc})") from None
+    if zlib.crc32(raw) != c.pixel_crc:
         raise BadStreamError("corrupted stream: decoded pixels fail the checksum")
     if c.icc_profile:
         im.info["icc_profile"] = c.icc_profile

@@ -155,17 +155,40 @@ def compress(inputs, output, out_dir, model, tile, device, force, quiet) -> None
     _run_all(files, dests, work, quiet, "compress")
 
 
-PNG_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "I", "I;16"}
+PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "I;16"}  # modes Pillow writes and reads back as PNG
 
 
 def _default_suffix(src: Path) -> str:
-    """.png, or .tif for the modes PNG cannot hold (CMYK, YCbCr, LAB, F, ...)."""
+    """.png, or .tif for the modes PNG cannot hold (CMYK, YCbCr, LAB, I, F, PA, ...)."""
     try:
         with open(src, "rb") as f:
             mode = api.info(f.read())["mode"]
     except (NellocError, OSError):
         return ".png"  # the real error is reported when the file is decoded
     return ".png" if mode in PNG_MODES else ".tif"
+
+
+def _lossless_bytes(im, fmt: str, dest: Path) -> bytes:
+    """Encode ``im`` as ``fmt`` and check that reading it back gives the same mode and pixels."""
+    import io
+
+    from PIL import Image
+
+    extra = {"lossless": True, "exact": True} if fmt == "WEBP" else {}
+    if im.info.get("icc_profile"):
+        extra["icc_profile"] = im.info["icc_profile"]
+    buf = io.BytesIO()
+    try:
+        im.save(buf, format=fmt, **extra)
+        back = Image.open(io.BytesIO(buf.getvalue()))
+        back.load()
+        same = back.mode == im.mode and back.size == im.size and back.tobytes() == im.tobytes()
+        same = same and back.getpalette() == im.getpalette()
+    except (OSError, ValueError, KeyError):
+        same = False
+    if not same:
+        raise CliError(f"{dest}: {fmt} cannot hold mode {im.mode} losslessly (try -o with .tif or .png)")
+    return buf.getvalue()
 
 
 @main.command()
@@ -198,17 +221,8 @@ def decompress(inputs, output, out_dir, device, max_pixels, force, quiet) -> Non
         with tqdm(total=planes * meta["width"] * meta["height"], desc=src.name, unit="px", unit_scale=True,
                   disable=True if quiet else None, leave=False, file=sys.stderr) as bar:
             im = api.decompress(data, device=device, max_pixels=max_pixels, progress=bar.update)
-        extra = {"lossless": True, "exact": True} if fmt == "WEBP" else {}
-        if im.info.get("icc_profile"):
-            extra["icc_profile"] = im.info["icc_profile"]
-
-        def write(f):
-            try:
-                im.save(f, format=fmt, **extra)
-            except (OSError, ValueError, KeyError) as exc:
-                raise CliError(f"{dest}: cannot store mode {im.mode} as {fmt} ({exc})") from None
-
-        _write_atomic(dest, write, force)
+        blob = _lossless_bytes(im, fmt, dest)
+        _write_atomic(dest, lambda f: f.write(blob), force)
         return f"{src} -> {dest}: {im.size[0]}x{im.size[1]} {im.mode} in {time.perf_counter() - t0:.1f} s"
 
     _run_all(files, dests, work, quiet, "decompress")
@@ -311,3 +325,12 @@ def bench(args) -> None:
     from codec_bench.__main__ import main as bench_main
 
     sys.exit(bench_main(list(args)))
+
+
+def _add_ood() -> None:
+    from nelloc.ood_cli import ood
+
+    main.add_command(ood)
+
+
+_add_ood()

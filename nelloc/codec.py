@@ -16,7 +16,7 @@ import torch
 from nelloc import mixture as mx
 from nelloc.errors import BadStreamError
 from nelloc.exact import ExactModel, coupled_means
-from nelloc.schedule import TileGrid, gather
+from nelloc.schedule import CENTRE, TileGrid, gather
 
 DEFAULT_TILE = 64
 ENCODE_CHUNK = 1 << 15  # pixels per network call / coder call when encoding
@@ -174,7 +174,7 @@ def _decode_plane(model: ExactModel, payload: bytes, grid: TileGrid, device, pro
         if progress is not None:
             progress(rows.stop - rows.start)
         idx = torch.from_numpy(cells[rows]).to(dev)
-        flat[idx, :c_total] = torch.from_numpy(values.astype(np.float32)).to(dev)
+        flat[idx, :c_total] = torch.from_numpy(values.astype(np.float32) - CENTRE).to(dev)
     image = np.empty((height * width, c_total), np.uint8)
     image[pix] = out
     return image.reshape(height, width, c_total)

@@ -27,7 +27,7 @@ from safetensors.numpy import save_file
 
 from nelloc import mixture as mx
 from nelloc.errors import ModelError
-from nelloc.model import ACT_QMAX, PARAM_SPECS, WEIGHT_QMAX, ModelConfig, PixelCNN, causal_offsets
+from nelloc.model import ACT_QMAX, INPUT_CENTRE, PARAM_SPECS, WEIGHT_QMAX, ModelConfig, PixelCNN, causal_offsets
 from nelloc.model import output_layout, weight_scale
 
 FORMAT = "nelloc-exact-1"
@@ -86,7 +86,7 @@ def export(model: PixelCNN) -> dict[str, np.ndarray]:
     h = cfg.horizon
     cols = [w[:, :, h + dy, h + dx] for dy, dx in causal_offsets(h)]  # each (out, cin)
     w0 = np.stack(cols, axis=1).reshape(w.shape[0], -1).T  # (24 * cin, out)
-    s_in = 1.0 / 255.0
+    s_in = 1.0 / INPUT_CENTRE
     s_out = model.first_act.scale
     bias = model.first.bias.detach().double().numpy()
     put("first", _requant(w0, s_in * s_w / s_out, bias / s_out + 0.5, 0, ACT_QMAX))

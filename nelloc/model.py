@@ -5,8 +5,8 @@ to an integer network whose arithmetic is exact on any machine:
 
 * weights: symmetric int8 per output channel (|w| <= 127);
 * activations: unsigned 8-bit with a learned scale per layer (LSQ-style), ReLU fused into the clamp;
-* inputs: grey levels 0..255 plus a validity plane (255 inside the image, 0 in the padding), both
-  at scale 1/255;
+* inputs: grey levels minus 128 plus a validity plane (128 inside the image, 0 in the padding), both
+  at scale 1/128;
 * outputs: mixture parameters rounded to the fixed-point grids of ``nelloc.mixture``.
 
 ``kind="full"`` gives the full PixelCNN of the paper's OOD experiments (3x3 masked convolution in
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from nelloc import mixture as mx
 
 WEIGHT_QMAX = 127
+INPUT_CENTRE = 128.0  # the network sees (v - 128) / 128 and a validity plane of 1 (integer: 128)
 ACT_QMAX = 255
 
 
@@ -184,7 +185,8 @@ class PixelCNN(nn.Module):
         """x: (B, C, H, W) grey levels 0..255 (float) -> (B, out_channels, H, W) raw outputs."""
         q = self.quantize
         valid = torch.ones_like(x[:, :1])
-        h = torch.cat([x / 255.0, valid], dim=1)  # zero padding => validity 0 outside the image
+        # centred inputs (measured: ~0.3 bpd better early in training); zero padding => validity 0
+        h = torch.cat([(x - INPUT_CENTRE) / INPUT_CENTRE, valid], dim=1)
         h = self.first_act(self.first(h, q), q)
         for block in self.blocks:
             h = block(h, q)

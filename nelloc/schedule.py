@@ -9,8 +9,8 @@ Within a step, pixels are ordered by tile, then by row.  This order *is* the ord
 the stream (per step: every pixel's channel 0, then channel 1, ...), shared by encoder and decoder.
 
 Each tile lives in a padded "canvas" of shape (tiles, th + h, tw + 2h, channels + 1); the last
-plane is the validity flag (255 for image pixels, 0 for padding and for the part of an edge tile
-that lies outside the image).  Gathering a neighbourhood is one indexing operation with fixed
+plane is the validity flag (128 for image pixels, 0 for padding and for the part of an edge tile
+that lies outside the image); values are stored as grey level - 128.  Gathering a neighbourhood is one indexing operation with fixed
 offsets, identical for the encoder (whole canvas known) and the decoder (filled step by step).
 """
 
@@ -24,7 +24,8 @@ import torch
 
 from nelloc.model import causal_offsets
 
-VALID = 255.0
+VALID = 128.0  # validity plane value inside the image (0 in padding)
+CENTRE = 128  # canvas values are grey level - 128
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class TileGrid:
         canvas = self.empty_canvas(torch.device("cpu"))
         flat = canvas.view(-1, self.channels + 1)
         cell, pix, _ = self.order
-        values = torch.from_numpy(pixels.reshape(-1, self.channels)[pix].astype(np.float32))
+        values = torch.from_numpy(pixels.reshape(-1, self.channels)[pix].astype(np.float32) - CENTRE)
         flat[torch.from_numpy(cell), : self.channels] = values
         return canvas.to(device)
 

@@ -361,8 +361,8 @@ def _fallback_nlc(tmp_path: Path, mode: str) -> tuple[Path, Image.Image]:
 
 
 @pytest.mark.parametrize("mode", ["I", "PA"])
-def test_BUG_default_output_format_can_store_fallback_mode(tiny_models, tmp_path, mode):
-    """BUG (nelloc/cli.py, PNG_MODES / _default_suffix): "I" and "PA" are listed as PNG modes, but
+def test_default_output_format_can_store_fallback_mode(tiny_models, tmp_path, mode):
+    """Regression (nelloc/cli.py, PNG_MODES / _default_suffix): "I" and "PA" are listed as PNG modes, but
     Pillow cannot write them as PNG, so `nelloc decompress X.nlc` of a valid I or PA file fails with
     "cannot store mode I as PNG" (TIFF stores both exactly: `-o X.tif` works)."""
     nlc, image = _fallback_nlc(tmp_path, mode)
@@ -373,8 +373,8 @@ def test_BUG_default_output_format_can_store_fallback_mode(tiny_models, tmp_path
 
 
 @pytest.mark.parametrize("mode, suffix", [("I;16", ".webp"), ("F", ".webp"), ("CMYK", ".webp"), ("I", ".ppm")])
-def test_BUG_lossless_output_suffix_never_silently_loses_data(tiny_models, tmp_path, mode, suffix):
-    """BUG (nelloc/cli.py, decompress -> write): Pillow converts I;16 / F / CMYK to 8-bit RGB when
+def test_lossless_output_suffix_never_silently_loses_data(tiny_models, tmp_path, mode, suffix):
+    """Regression (nelloc/cli.py, decompress -> write): Pillow converts I;16 / F / CMYK to 8-bit RGB when
     saving WEBP, and clips I (int32) when saving PPM; the CLI exits 0 with a lossy file.  It should
     refuse (one-line error) or write an image that reads back identical."""
     nlc, image = _fallback_nlc(tmp_path, mode)

@@ -77,7 +77,7 @@ class MissingCodec(PNGCodec):
         return False, "libmissing not installed"
 
 
-def test_smoke_all_available_codecs_round_trip(tmp_path: Path) -> None:
+def test_smoke_all_available_codecs_round_trip(tmp_path: Path, tiny_models) -> None:
     codecs = _smoke_codecs()
     doc = run_benchmark(_dataset(), codecs, repeat=1, memory="rss", command="pytest", limit=None)
 
@@ -185,7 +185,7 @@ def test_npz_and_folder_datasets(tmp_path: Path) -> None:
     assert [im.shape for _, im in ds] == [rgb.shape, gray.shape]
 
 
-def test_cli_run_and_docs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_run_and_docs(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_models) -> None:
     from PIL import Image
 
     folder = tmp_path / "imgs"

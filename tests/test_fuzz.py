@@ -224,8 +224,8 @@ def test_wrong_model_id_is_a_model_error(tiny_models, originals):
 # These two tests FAIL on the current code; they document bugs in nelloc/api.py (see their docstrings).
 
 
-def test_BUG_constant_segment_for_a_three_channel_plane_raises_bad_stream_error(tiny_models):
-    """BUG (nelloc/api.py, _decode_neural): a constant segment always yields a 1-channel plane, so an
+def test_constant_segment_for_a_three_channel_plane_raises_bad_stream_error(tiny_models):
+    """Regression (nelloc/api.py, _decode_neural): a constant segment always yields a 1-channel plane, so an
     RGB stream whose only segment is constant with channels=3 reaches
     ``Image.fromarray(arr[..., 0], mode="RGB")`` and raises ValueError("Invalid mode for data type")."""
     data = ct.dumps(ct.Container(4, 3, "RGB", segments=[ct.Segment(ct.SEG_CONSTANT, 3, value=5)]))
@@ -233,8 +233,8 @@ def test_BUG_constant_segment_for_a_three_channel_plane_raises_bad_stream_error(
         nelloc.decompress(data)
 
 
-def test_BUG_raw_fallback_with_an_oversized_palette_raises_bad_stream_error(tiny_models):
-    """BUG (nelloc/api.py, decompress/_decode_fallback): ``putpalette`` accepts a 3000-byte RGB palette
+def test_raw_fallback_with_an_oversized_palette_raises_bad_stream_error(tiny_models):
+    """Regression (nelloc/api.py, decompress/_decode_fallback): ``putpalette`` accepts a 3000-byte RGB palette
     lazily; the ValueError("invalid palette size") surfaces later in ``im.tobytes()`` (the pixel CRC
     check in ``decompress``), outside the try block that turns decoding errors into BadStreamError."""
     payload = b"\x03RGB" + struct.pack("<I", 3000) + b"abc" * 1000 + lzma.compress(b"x" * 12)
