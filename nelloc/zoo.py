@@ -15,6 +15,7 @@ from nelloc.errors import ModelError
 from nelloc.exact import ExactModel
 
 DEFAULT_MODELS = {1: "gray", 3: "rgb"}
+DEFAULT_MODEL = DEFAULT_MODELS[3]
 
 
 def model_dirs() -> list[Path]:
