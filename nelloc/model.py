@@ -182,16 +182,43 @@ class PixelCNN(nn.Module):
         self.quantize = cfg.kind == "local"
 
     def raw_outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, H, W) grey levels 0..255 (float) -> (B, out_channels, H, W) raw outputs."""
+        """x: (B, C, H, W) grey levels 0..255 (float) -> (B, H, W, out_channels) raw outputs."""
         q = self.quantize
         valid = torch.ones_like(x[:, :1])
         # centred inputs (measured: ~0.3 bpd better early in training); zero padding => validity 0
         h = torch.cat([(x - INPUT_CENTRE) / INPUT_CENTRE, valid], dim=1)
+        if self.cfg.kind == "local":
+            return self._local_outputs(h, q)
         h = self.first_act(self.first(h, q), q)
         for block in self.blocks:
             h = block(h, q)
         h = self.head_act(self.head(h, q), q)
-        return self.out(h, q)
+        return self.out(h, q).permute(0, 2, 3, 1)
+
+    def _local_outputs(self, h: torch.Tensor, q: bool) -> torch.Tensor:
+        """The local model as what it is: a gather of the 24 causal neighbours, then a per-pixel
+        MLP (matmuls in channels-last layout; ~2x faster to train than masked convolutions)."""
+        hz = self.cfg.horizon
+        b, c, hh, ww = h.shape
+        padded = F.pad(h, (hz, hz, hz, 0)).permute(0, 2, 3, 1)  # (B, H + h, W + 2h, C)
+        offsets = causal_offsets(hz)
+        taps = torch.stack([padded[:, hz + dy : hz + dy + hh, hz + dx : hz + dx + ww] for dy, dx in offsets], dim=3)
+        w = self.first.weight * self.first.mask
+        w = quantize_weight(w) if q else w
+        w0 = torch.stack([w[:, :, hz + dy, hz + dx] for dy, dx in offsets], dim=1)  # (out, taps, cin)
+        a = self.first_act(taps.reshape(b, hh, ww, -1) @ w0.reshape(w0.shape[0], -1).t() + self.first.bias, q)
+
+        def dense(conv: MaskedConv, t: torch.Tensor) -> torch.Tensor:
+            wt = quantize_weight(conv.weight) if q else conv.weight
+            return t @ wt[:, :, 0, 0].t() + conv.bias
+
+        for block in self.blocks:
+            t = a
+            for conv, act in zip(block.convs, block.acts):
+                t = act(dense(conv, t), q)
+            a = block.out_act(a + t, q)
+        a = self.head_act(dense(self.head, a), q)
+        return dense(self.out, a)
 
     def mixture_params(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-pixel mixture parameters in grey-level units, channel coupling applied with ``x``.
@@ -199,7 +226,7 @@ class PixelCNN(nn.Module):
         Returns logits (B, H, W, K) and means / log_scales (B, H, W, C, K).
         """
         cfg = self.cfg
-        raw = self.raw_outputs(x).permute(0, 2, 3, 1)
+        raw = self.raw_outputs(x)
         parts, start = {}, 0
         for kind, n in output_layout(cfg):
             parts[kind] = quantize_param(raw[..., start : start + n], kind, self.quantize)

@@ -8,7 +8,7 @@ from nelloc.model import ModelConfig, PixelCNN, causal_offsets, count_parameters
 def grad_footprint(model, size=15, at=(7, 7), out_channel=None):
     x = (torch.rand(1, model.cfg.channels, size, size) * 255).requires_grad_(True)
     out = model.raw_outputs(x)
-    sel = out[0, :, at[0], at[1]] if out_channel is None else out[0, out_channel, at[0], at[1]]
+    sel = out[0, at[0], at[1]] if out_channel is None else out[0, at[0], at[1], out_channel]
     sel.sum().backward()
     return x.grad[0].abs().sum(0) > 0
 
