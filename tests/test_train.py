@@ -1,0 +1,84 @@
+"""Training: loss goes down, resume is exact, export round-trips through the codec."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nelloc import codec, exact
+from nelloc.model import ModelConfig
+from nelloc.train import TrainConfig, Trainer, export_run, load_float_model
+
+from conftest import smooth_image
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_image(40, 48, 3, seed=i)).save(folder / f"{i}.png")
+    return folder
+
+
+def tiny_config(folder, steps=12, **kw) -> TrainConfig:
+    return TrainConfig(data=[str(folder)], model=ModelConfig(width=8, mixtures=2), crop=12, batch=4, lr=3e-3,
+                       steps=steps, val_every=6, ckpt_every=3, val_crops=4, qat_start=0.5, warmup=2, **kw)
+
+
+def test_training_reduces_loss(image_folder, tmp_path):
+    trainer = Trainer(tiny_config(image_folder, steps=40), tmp_path / "run")
+    first = trainer.validate()
+    trainer.run(quiet=True)
+    assert trainer.validate() < first
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 40 and any("val_bpd" in r for r in log)
+
+
+def test_resume_reproduces_the_next_step(image_folder, tmp_path):
+    a = Trainer(tiny_config(image_folder), tmp_path / "a")
+    a.run(steps=6, quiet=True)
+    a.save(tmp_path / "a" / "last.pt")
+    next_loss = a.train_step()
+    b = Trainer(tiny_config(image_folder), tmp_path / "a")  # resumes from last.pt (step 6)
+    assert b.step == 6
+    assert b.train_step() == next_loss
+    for pa, pb in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_export_round_trips_through_the_codec(image_folder, tmp_path):
+    Trainer(tiny_config(image_folder), tmp_path / "run").run(quiet=True)
+    card = export_run(tmp_path / "run", "t", tmp_path / "models", evaluate=[])
+    model = exact.ExactModel.load(tmp_path / "models" / "t.safetensors")
+    assert card["sha256"] == model.sha256 and card["file_bytes"] > 0
+    img = smooth_image(19, 23, 3, seed=9)
+    payload = codec.encode_plane(model, img, 8)
+    assert np.array_equal(codec.decode_plane(model, payload, 19, 23, 8), img)
+    # the exact model codes at the float model's likelihood, within 1%
+    float_model = load_float_model(tmp_path / "run")
+    with torch.no_grad():
+        fbits = float(float_model.bits(torch.from_numpy(img).permute(2, 0, 1)[None].float()))
+    assert abs(8 * len(payload) - fbits) / fbits < 0.02
+
+
+def test_evaluation_sets_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="evaluation set"):
+        Trainer(TrainConfig(data=["kodak"], steps=1), tmp_path / "run")
+
+
+def test_cli_train_then_export(image_folder, tmp_path):
+    from click.testing import CliRunner
+
+    from nelloc.cli import main
+
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, ["train", str(run), "--data", str(image_folder), "--width", "8", "--mixtures", "2",
+                                  "--crop", "12", "--batch", "2", "--steps", "4", "-q"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["export", str(run), "--name", "cli-model", "--out-dir", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "m" / "cli-model.safetensors").exists() and (tmp_path / "m" / "cli-model.json").exists()
