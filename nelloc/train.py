@@ -264,7 +264,8 @@ def export_run(run_dir: str | Path, name: str, out_dir: str | Path, evaluate: li
     path = out_dir / f"{name}.safetensors"
     sha = exact.save(path, tensors, cfg.model, name)
     (out_dir / "float").mkdir(exist_ok=True)
-    save_torch({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "float" / f"{name}.safetensors"),
+    weights = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith(".mask")}  # masks are rebuilt
+    save_torch(weights, str(out_dir / "float" / f"{name}.safetensors"),
                metadata={"config": json.dumps(cfg.model.to_dict())})
     log = [json.loads(l) for l in (run_dir / "log.jsonl").read_text().splitlines()]
     st = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)

@@ -96,6 +96,8 @@ def load_float(name: str):
         cfg = ModelConfig(**json.loads(f.metadata()["config"]))
         state = {k: f.get_tensor(k) for k in f.keys()}
     model = PixelCNN(cfg)
-    model.load_state_dict(state)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.endswith(".mask") for k in missing):
+        raise ModelError(f"{fpath}: float weights do not match the model configuration")
     model.quantize = model.is_calibrated()
     return model.eval()
