@@ -79,6 +79,24 @@ def _counts_for(model: ExactModel, params: dict[str, np.ndarray], values: np.nda
     return mx.counts(params["logits"][px], means, lsi, model.tables)
 
 
+class _torch_threads:
+    """Temporarily run torch with ``n`` threads (small per-step batches are slower with more)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.old = n, torch.get_num_threads()
+
+    def __enter__(self) -> None:
+        if self.n != self.old:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc) -> None:
+        if self.n != self.old:
+            torch.set_num_threads(self.old)
+
+
+SMALL_IMAGE = 1 << 16  # below this many pixels, encode with one torch thread
+
+
 def _coded_chunks(model: ExactModel, pixels: np.ndarray, tile: int, device: str | torch.device):
     """Yield (symbols, counts) in stream order, a group of wavefront steps at a time.
 
@@ -98,32 +116,24 @@ def _coded_chunks(model: ExactModel, pixels: np.ndarray, tile: int, device: str 
         yield values[lo:hi][px, ch], _counts_for(model, params, values[lo:hi], px, ch)
 
 
+def _encode_threads(pixels: np.ndarray) -> int:
+    """Small images encode faster on one torch thread (no fork/join per tiny matmul)."""
+    return 1 if pixels.shape[0] * pixels.shape[1] < SMALL_IMAGE else torch.get_num_threads()
+
+
 def encode_plane(model: ExactModel, pixels: np.ndarray, tile: int = DEFAULT_TILE, device: str | torch.device = "cpu") -> bytes:
     """(H, W, C) uint8 with C == model channels -> payload bytes."""
     encoder = constriction.stream.queue.RangeEncoder()
-    for symbols, counts in _coded_chunks(model, pixels, tile, device):
-        encoder.encode(symbols, _categorical(), counts)
+    with _torch_threads(_encode_threads(pixels)):
+        for symbols, counts in _coded_chunks(model, pixels, tile, device):
+            encoder.encode(symbols, _categorical(), counts)
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
 def plane_code_length(model: ExactModel, pixels: np.ndarray, tile: int = DEFAULT_TILE, device: str | torch.device = "cpu") -> float:
     """Exact ideal code length in bits of a plane (what the coder achieves, to within ~32 bits)."""
-    return sum(mx.code_length_bits(counts, symbols) for symbols, counts in _coded_chunks(model, pixels, tile, device))
-
-
-class _torch_threads:
-    """Temporarily run torch with ``n`` threads (small per-step batches are slower with more)."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.old = n, torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        if self.n != self.old:
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc) -> None:
-        if self.n != self.old:
-            torch.set_num_threads(self.old)
+    with _torch_threads(_encode_threads(pixels)):
+        return sum(mx.code_length_bits(c, s) for s, c in _coded_chunks(model, pixels, tile, device))
 
 
 SMALL_STEP = 1024  # below this many pixels per step on average, decode with one torch thread
