@@ -201,6 +201,6 @@ def likelihood_bits(image, *, model: str | None = None) -> float | None:
     fm = zoo.load_float(model or zoo.default_model(channels))
     if fm is None:
         return None
-    x = torch.from_numpy(np.ascontiguousarray(arr[..., :channels])).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(np.array(arr[..., :channels])).permute(2, 0, 1)[None].float()
     with torch.no_grad():
         return float(fm.bits(x))
