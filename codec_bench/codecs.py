@@ -10,6 +10,7 @@ raises :class:`Unsupported`; any other exception is a failure.
 
 from __future__ import annotations
 
+import abc
 import importlib
 import io
 import shutil
@@ -48,7 +49,7 @@ def _imagecodecs() -> Any:
     return imagecodecs
 
 
-class Codec:
+class Codec(abc.ABC):
     """Base class. Subclasses set ``name`` and implement encode/decode."""
 
     name: ClassVar[str] = "codec"
@@ -75,11 +76,13 @@ class Codec:
     def version(self) -> str | None:
         return None
 
+    @abc.abstractmethod
     def encode(self, array: np.ndarray) -> bytes:
-        raise NotImplementedError
+        """Implemented by each codec."""
 
+    @abc.abstractmethod
     def decode(self, data: bytes) -> np.ndarray:
-        raise NotImplementedError
+        """Implemented by each codec."""
 
     def model_size_bytes(self) -> int | None:
         return None
@@ -283,11 +286,13 @@ class _BinaryCodec(Codec):
             return False, f"not installed ({', '.join(missing)} not on PATH{self.install_hint})"
         return True, ""
 
+    @abc.abstractmethod
     def encode_cmd(self, src: Path, dst: Path) -> list[str]:
-        raise NotImplementedError
+        """Implemented by each codec."""
 
+    @abc.abstractmethod
     def decode_cmd(self, src: Path, dst: Path) -> list[str]:
-        raise NotImplementedError
+        """Implemented by each codec."""
 
     def encode(self, array: np.ndarray) -> bytes:
         with tempfile.TemporaryDirectory(prefix="codec_bench_") as tmp:
