@@ -162,27 +162,9 @@ def default_pair(channels: int) -> str:
 
 
 def _run_summary(run_dir: Path) -> dict:
-    from nelloc.train import load_run_config
+    from nelloc.train import run_summary
 
-    cfg = load_run_config(run_dir)
-    st = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
-    log = run_dir / "log.jsonl"
-    records = [json.loads(l) for l in log.read_text().splitlines() if l.strip()] if log.exists() else []
-    vals = [(r["step"], round(r["val_bpd"], 4)) for r in records if "val_bpd" in r]
-    return {
-        "run_dir": str(run_dir),
-        "data": cfg.data,
-        "crop": cfg.crop,
-        "batch": cfg.batch,
-        "lr": cfg.lr,
-        "steps": int(st["step"]),
-        "planned_steps": cfg.steps,
-        "wall_seconds": round(float(st["wall"])),
-        "device": cfg.device,
-        "threads": cfg.threads,
-        "final_val_bpd": vals[-1][1] if vals else None,
-        "val_curve": vals,
-    }
+    return {"run_dir": str(run_dir), **run_summary(run_dir)}
 
 
 def export_pair(full_run_dir: str | Path, local_run_dir: str | Path, name: str, out_dir: str | Path = "models") -> dict:

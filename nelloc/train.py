@@ -246,12 +246,37 @@ def evaluate_exact(name: str, sets: list[str], limit: int | None = None, tile: i
     return results
 
 
-def export_run(run_dir: str | Path, name: str, out_dir: str | Path, evaluate: list[str], limit: int | None = None) -> dict:
-    """Write ``out_dir/NAME.safetensors`` (exact model), ``out_dir/float/NAME.safetensors`` (float
-    weights, for likelihood measurements) and the model card ``out_dir/NAME.json``."""
+def run_summary(run_dir: str | Path) -> dict:
+    """What a model card says about the run that trained it (config, steps, time, curve)."""
     import os
     import platform
 
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    st = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+    log = run_dir / "log.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+    curve = [(r["step"], round(r["val_bpd"], 4)) for r in records if "val_bpd" in r]
+    return {
+        "data": cfg.data,
+        "crop": cfg.crop,
+        "batch": cfg.batch,
+        "lr": cfg.lr,
+        "steps": int(st["step"]),
+        "planned_steps": cfg.steps,
+        "qat_from_step": int(cfg.qat_start * cfg.steps),
+        "wall_seconds": round(float(st["wall"])),
+        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {cfg.device}, "
+                    f"{cfg.threads or 'default'} torch threads",
+        "best_val_bpd": round(float(st["best_val"]), 4),
+        "final_val_bpd": curve[-1][1] if curve else None,
+        "val_curve": curve,
+    }
+
+
+def export_run(run_dir: str | Path, name: str, out_dir: str | Path, evaluate: list[str], limit: int | None = None) -> dict:
+    """Write ``out_dir/NAME.safetensors`` (exact model), ``out_dir/float/NAME.safetensors`` (float
+    weights, for likelihood measurements) and the model card ``out_dir/NAME.json``."""
     from safetensors.torch import save_file as save_torch
 
     from nelloc import exact
@@ -267,27 +292,13 @@ def export_run(run_dir: str | Path, name: str, out_dir: str | Path, evaluate: li
     weights = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith(".mask")}  # masks are rebuilt
     save_torch(weights, str(out_dir / "float" / f"{name}.safetensors"),
                metadata={"config": json.dumps(cfg.model.to_dict())})
-    log = [json.loads(l) for l in (run_dir / "log.jsonl").read_text().splitlines()]
-    st = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
     card = {
         "name": name,
         "sha256": sha,
         "architecture": cfg.model.to_dict(),
         "parameters": count_parameters(model),
         "file_bytes": path.stat().st_size,
-        "training": {
-            "data": cfg.data,
-            "crop": cfg.crop,
-            "batch": cfg.batch,
-            "lr": cfg.lr,
-            "steps": int(st["step"]),
-            "planned_steps": cfg.steps,
-            "qat_from_step": int(cfg.qat_start * cfg.steps),
-            "wall_seconds": round(float(st["wall"])),
-            "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {cfg.device}, {cfg.threads or 'default'} torch threads",
-            "best_val_bpd": round(float(st["best_val"]), 4),
-            "val_curve": [(r["step"], round(r["val_bpd"], 4)) for r in log if "val_bpd" in r],
-        },
+        "training": run_summary(run_dir),
         "evaluation": {"bits_per_subpixel_actual_files": evaluate_exact(name, evaluate, limit) if evaluate else {},
                        "limit_per_set": limit},
     }
