@@ -14,15 +14,15 @@ import lzma
 import struct
 import zlib
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from nelloc import container as ct
 from nelloc import zoo
-from nelloc.codec import DEFAULT_TILE, decode_plane, encode_plane, resolve_device
-from nelloc.errors import BadStreamError, ModelError, UnsupportedImageError
+from nelloc.codec import DEFAULT_TILE, PlaneJob, decode_planes, encode_planes, resolve_device
+from nelloc.errors import BadStreamError, ModelError, NellocError, UnsupportedImageError
 
 ImageLike = Union[np.ndarray, Image.Image, str, Path]
 NEURAL_MODES = {"L": (1, False), "LA": (1, True), "RGB": (3, False), "RGBA": (3, True)}
@@ -79,13 +79,22 @@ def _planes(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return main, alpha
 
 
-def _neural_segment(plane: np.ndarray, model_name: str, tile: int, device) -> ct.Segment:
-    model = zoo.load(model_name).to(device)
-    if model.cfg.channels != plane.shape[2]:
-        raise ModelError(f"model {model_name!r} codes {model.cfg.channels}-channel planes, not {plane.shape[2]}")
-    payload = encode_plane(model, plane, tile, device)
-    model_id = bytes.fromhex(model.sha256)[: ct.MODEL_ID_BYTES]
-    return ct.Segment(ct.SEG_NEURAL, plane.shape[2], model_name, model_id, tile, payload=payload)
+def _neural_segment(plane: np.ndarray, model_name: str, tile: int) -> ct.Segment:
+    """A neural segment whose payload is filled in later, when its model codes a batch of planes."""
+    return ct.Segment(ct.SEG_NEURAL, plane.shape[2], model_name, b"", tile, payload=b"")
+
+
+def _encode_segments(jobs: dict[str, list[tuple[np.ndarray, ct.Segment]]], tile: int, dev) -> None:
+    """Fill in the payloads: one batched ``encode_planes`` call per model."""
+    for model_name, items in jobs.items():
+        model = zoo.load(model_name).to(dev)
+        for plane, _ in items:
+            if model.cfg.channels != plane.shape[2]:
+                raise ModelError(f"model {model_name!r} codes {model.cfg.channels}-channel planes, not {plane.shape[2]}")
+        payloads = encode_planes(model, [plane for plane, _ in items], tile, dev)
+        for (_, seg), payload in zip(items, payloads):
+            seg.model_id = bytes.fromhex(model.sha256)[: ct.MODEL_ID_BYTES]
+            seg.payload = payload
 
 
 def _fallback_segment(im: Image.Image) -> ct.Segment:
@@ -106,6 +115,54 @@ def _fallback_segment(im: Image.Image) -> ct.Segment:
     return ct.Segment(ct.SEG_FALLBACK, len(im.getbands()), method=ct.FALLBACK_RAW_LZMA, payload=payload)
 
 
+def _container(im: Image.Image, model, alpha_model, tile: int, jobs: dict) -> ct.Container:
+    width, height = im.size
+    if width < 1 or height < 1:
+        raise UnsupportedImageError("empty image")
+    icc = im.info.get("icc_profile") or b""
+    c = ct.Container(width, height, im.mode, icc_profile=icc, pixel_crc=zlib.crc32(im.tobytes()))
+    if im.mode not in NEURAL_MODES:
+        c.kind = ct.KIND_FALLBACK
+        c.segments.append(_fallback_segment(im))
+        return c
+    main, alpha = _planes(im)
+    planes = [(main, model or zoo.default_model(main.shape[2]))]
+    if alpha is not None and (alpha == alpha.flat[0]).all():
+        c.segments.append(ct.Segment(ct.SEG_CONSTANT, 1, value=int(alpha.flat[0])))
+    elif alpha is not None:
+        planes.append((alpha, alpha_model or zoo.default_model(1)))
+    for k, (plane, name) in enumerate(planes):
+        seg = _neural_segment(plane, name, tile)
+        c.segments.insert(k, seg)
+        jobs.setdefault(name, []).append((plane, seg))
+    return c
+
+
+def _check_tile(tile: int | None) -> int:
+    tile = DEFAULT_TILE if tile is None else int(tile)
+    if not 0 <= tile <= MAX_TILE:
+        raise UnsupportedImageError(f"tile size must be between 0 (untiled) and {MAX_TILE}, got {tile}")
+    return tile
+
+
+def compress_many(
+    images: Sequence[ImageLike],
+    *,
+    model: str | None = None,
+    alpha_model: str | None = None,
+    tile: int | None = None,
+    device: str = "auto",
+) -> list[bytes]:
+    """Compress several images; same-size small images share network calls (much faster for
+    thumbnails).  Each result is exactly what ``compress`` gives for that image alone."""
+    tile = _check_tile(tile)
+    dev = resolve_device(device)
+    jobs: dict[str, list[tuple[np.ndarray, ct.Segment]]] = {}
+    containers = [_container(to_image(image), model, alpha_model, tile, jobs) for image in images]
+    _encode_segments(jobs, tile, dev)
+    return [ct.dumps(c) for c in containers]
+
+
 def compress(
     image: ImageLike,
     *,
@@ -115,28 +172,7 @@ def compress(
     device: str = "auto",
 ) -> bytes:
     """Compress an image (path, PIL image or uint8 array) to .nlc bytes."""
-    im = to_image(image)
-    tile = DEFAULT_TILE if tile is None else int(tile)
-    if not 0 <= tile <= MAX_TILE:
-        raise UnsupportedImageError(f"tile size must be between 0 (untiled) and {MAX_TILE}, got {tile}")
-    width, height = im.size
-    if width < 1 or height < 1:
-        raise UnsupportedImageError("empty image")
-    dev = resolve_device(device)
-    icc = im.info.get("icc_profile") or b""
-    c = ct.Container(width, height, im.mode, icc_profile=icc, pixel_crc=zlib.crc32(im.tobytes()))
-    if im.mode in NEURAL_MODES:
-        main, alpha = _planes(im)
-        c.segments.append(_neural_segment(main, model or zoo.default_model(main.shape[2]), tile, dev))
-        if alpha is not None:
-            if (alpha == alpha.flat[0]).all():
-                c.segments.append(ct.Segment(ct.SEG_CONSTANT, 1, value=int(alpha.flat[0])))
-            else:
-                c.segments.append(_neural_segment(alpha, alpha_model or zoo.default_model(1), tile, dev))
-    else:
-        c.kind = ct.KIND_FALLBACK
-        c.segments.append(_fallback_segment(im))
-    return ct.dumps(c)
+    return compress_many([image], model=model, alpha_model=alpha_model, tile=tile, device=device)[0]
 
 
 def _model_for(seg: ct.Segment):
@@ -176,26 +212,109 @@ def _decode_fallback(seg: ct.Segment, c: ct.Container) -> Image.Image:
     raise BadStreamError(f"unknown fallback method {seg.method}")
 
 
-def _decode_neural(c: ct.Container, dev, progress=None) -> Image.Image:
+def _neural_jobs(c: ct.Container) -> list[ct.Segment]:
+    """The segments of a neural container that need the network (checked against the mode)."""
     if c.mode not in NEURAL_MODES:
         raise BadStreamError(f"corrupted header: mode {c.mode!r} cannot be neural-coded")
     channels, has_alpha = NEURAL_MODES[c.mode]
     expected = [channels] + ([1] if has_alpha else [])
     if [s.channels for s in c.segments] != expected or any(s.type == ct.SEG_FALLBACK for s in c.segments):
         raise BadStreamError("corrupted header: segments do not match the image mode")
-    planes = []
+    for seg in c.segments:
+        if seg.type == ct.SEG_NEURAL and seg.tile > MAX_TILE:
+            raise BadStreamError(f"corrupted header: tile size {seg.tile}")
+    return [seg for seg in c.segments if seg.type == ct.SEG_NEURAL]
+
+
+def _decode_planes(work: list[tuple[ct.Container, ct.Segment]], dev, progress) -> dict[int, np.ndarray | Exception]:
+    """Decoded plane (or the error) for every (container, segment), batched per model."""
+    by_model: dict[str, tuple[object, list]] = {}
+    results: dict[int, np.ndarray | Exception] = {}
+    for c, seg in work:
+        try:
+            model = _model_for(seg)
+            if model.cfg.channels != seg.channels:
+                raise BadStreamError("corrupted header: model does not match the plane")
+        except NellocError as exc:
+            results[id(seg)] = exc
+            continue
+        by_model.setdefault(model.sha256, (model, []))[1].append((c, seg))
+    for model, items in by_model.values():
+        jobs = [PlaneJob(seg.payload, c.height, c.width, seg.tile) for c, seg in items]
+        for (_, seg), plane in zip(items, decode_planes(model.to(dev), jobs, dev, progress)):
+            results[id(seg)] = plane
+    return results
+
+
+def _assemble(c: ct.Container, planes: dict[int, np.ndarray | Exception]) -> Image.Image:
+    arrays = []
     for seg in c.segments:
         if seg.type == ct.SEG_CONSTANT:
-            planes.append(np.full((c.height, c.width, seg.channels), seg.value, np.uint8))
+            arrays.append(np.full((c.height, c.width, seg.channels), seg.value, np.uint8))
             continue
-        if seg.tile > MAX_TILE:
-            raise BadStreamError(f"corrupted header: tile size {seg.tile}")
-        model = _model_for(seg).to(dev)
-        if model.cfg.channels != seg.channels:
-            raise BadStreamError("corrupted header: model does not match the plane")
-        planes.append(decode_plane(model, seg.payload, c.height, c.width, seg.tile, dev, progress))
-    arr = np.concatenate(planes, axis=2)
+        plane = planes[id(seg)]
+        if isinstance(plane, Exception):
+            raise plane
+        arrays.append(plane)
+    arr = np.concatenate(arrays, axis=2)
     return Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr, mode=c.mode)
+
+
+def _finish(c: ct.Container, im: Image.Image, as_array: bool) -> Image.Image | np.ndarray:
+    if im.mode != c.mode or im.size != (c.width, c.height):
+        raise BadStreamError("corrupted stream: decoded image does not match the header")
+    try:
+        raw = im.tobytes()
+    except (ValueError, OSError) as exc:  # e.g. a palette of the wrong size in a raw fallback
+        raise BadStreamError(f"corrupted stream: decoded image is invalid ({exc})") from None
+    if zlib.crc32(raw) != c.pixel_crc:
+        raise BadStreamError("corrupted stream: decoded pixels fail the checksum")
+    if c.icc_profile:
+        im.info["icc_profile"] = c.icc_profile
+    return np.asarray(im) if as_array else im
+
+
+def decompress_many(
+    streams: Sequence[bytes],
+    *,
+    device: str = "auto",
+    max_pixels: int = ct.DEFAULT_MAX_PIXELS,
+    as_array: bool = False,
+    progress=None,
+    errors: str = "raise",
+) -> list:
+    """Decode several .nlc streams in one batched wavefront (all planes of a model advance together).
+
+    With ``errors="return"`` a stream that fails gives its exception in its place in the list and
+    the others still decode; with ``"raise"`` the first failure is raised.
+    """
+    dev = resolve_device(device)
+    parsed: list[ct.Container | Exception] = []
+    work = []
+    for data in streams:
+        try:
+            c = ct.loads(data, max_pixels=max_pixels)
+            if c.kind == ct.KIND_FALLBACK:
+                if len(c.segments) != 1 or c.segments[0].type != ct.SEG_FALLBACK:
+                    raise BadStreamError("corrupted header: fallback file without its payload")
+            else:
+                work += [(c, seg) for seg in _neural_jobs(c)]
+            parsed.append(c)
+        except NellocError as exc:
+            parsed.append(exc)
+    planes = _decode_planes(work, dev, progress)
+    out = []
+    for c in parsed:
+        try:
+            if isinstance(c, Exception):
+                raise c
+            im = _decode_fallback(c.segments[0], c) if c.kind == ct.KIND_FALLBACK else _assemble(c, planes)
+            out.append(_finish(c, im, as_array))
+        except NellocError as exc:
+            if errors == "raise":
+                raise
+            out.append(exc)
+    return out
 
 
 def decompress(
@@ -212,24 +331,7 @@ def decompress(
     Raises ``BadStreamError`` for any malformed or corrupted stream and ``ModelError`` when the
     model it was made with is not installed.
     """
-    c = ct.loads(data, max_pixels=max_pixels)
-    if c.kind == ct.KIND_FALLBACK:
-        if len(c.segments) != 1 or c.segments[0].type != ct.SEG_FALLBACK:
-            raise BadStreamError("corrupted header: fallback file without its payload")
-        im = _decode_fallback(c.segments[0], c)
-    else:
-        im = _decode_neural(c, resolve_device(device), progress)
-    if im.mode != c.mode or im.size != (c.width, c.height):
-        raise BadStreamError("corrupted stream: decoded image does not match the header")
-    try:
-        raw = im.tobytes()
-    except (ValueError, OSError) as exc:  # e.g. a palette of the wrong size in a raw fallback
-        raise BadStreamError(f"corrupted stream: decoded image is invalid ({exc})") from None
-    if zlib.crc32(raw) != c.pixel_crc:
-        raise BadStreamError("corrupted stream: decoded pixels fail the checksum")
-    if c.icc_profile:
-        im.info["icc_profile"] = c.icc_profile
-    return np.asarray(im) if as_array else im
+    return decompress_many([data], device=device, max_pixels=max_pixels, as_array=as_array, progress=progress)[0]
 
 
 def info(data: bytes, max_pixels: int = ct.DEFAULT_MAX_PIXELS) -> dict:

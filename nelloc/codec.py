@@ -7,7 +7,8 @@ batched network call per step, then decodes channel 0, 1, 2 of the step's pixels
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import constriction
@@ -116,27 +117,191 @@ def _coded_chunks(model: ExactModel, pixels: np.ndarray, tile: int, device: str 
         yield values[lo:hi][px, ch], _counts_for(model, params, values[lo:hi], px, ch)
 
 
-def _encode_threads(pixels: np.ndarray) -> int:
+def _encode_threads(pixels: int) -> int:
     """Small images encode faster on one torch thread (no fork/join per tiny matmul)."""
-    return 1 if pixels.shape[0] * pixels.shape[1] < SMALL_IMAGE else torch.get_num_threads()
+    return 1 if pixels < SMALL_IMAGE else torch.get_num_threads()
 
 
 def encode_plane(model: ExactModel, pixels: np.ndarray, tile: int = DEFAULT_TILE, device: str | torch.device = "cpu") -> bytes:
     """(H, W, C) uint8 with C == model channels -> payload bytes."""
     encoder = constriction.stream.queue.RangeEncoder()
-    with _torch_threads(_encode_threads(pixels)):
+    with _torch_threads(_encode_threads(pixels.shape[0] * pixels.shape[1])):
         for symbols, counts in _coded_chunks(model, pixels, tile, device):
             encoder.encode(symbols, _categorical(), counts)
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
+def _small_batches(planes: Sequence[np.ndarray], tile: int) -> dict[tuple, list[list[int]]]:
+    """Indices of the small planes, grouped by geometry into batches of about ENCODE_CHUNK pixels."""
+    batches: dict[tuple, list[list[int]]] = {}
+    for i, p in enumerate(planes):
+        h, w = p.shape[:2]
+        if h * w > ENCODE_CHUNK:
+            continue
+        groups = batches.setdefault((h, w), [[]])
+        if groups[-1] and (len(groups[-1]) + 1) * h * w > ENCODE_CHUNK:
+            groups.append([])
+        groups[-1].append(i)
+    return batches
+
+
+def _encode_small(model: ExactModel, planes: list[np.ndarray], tile: int, device) -> list[bytes]:
+    """Same-size small planes in one network call and one CDF call; one stream each."""
+    h, w, c = planes[0].shape
+    grid = TileGrid(h, w, tile, model.cfg.horizon, c)
+    dev = resolve_device(device)
+    canvas = torch.cat([grid.full_canvas(p, dev) for p in planes])
+    cells, pix, bounds = grid.order
+    size = int(np.prod(grid.canvas_shape[:3]))
+    n = len(cells)
+    all_cells = (cells[None, :] + size * np.arange(len(planes))[:, None]).ravel()
+    params = _network(model, canvas, all_cells, grid)
+    values = np.concatenate([p.reshape(-1, c)[pix] for p in planes]).astype(np.int32)
+    px, ch = _symbol_order(bounds, c, 0, grid.num_steps)
+    all_px = (px[None, :] + n * np.arange(len(planes))[:, None]).ravel()
+    all_ch = np.tile(ch, len(planes))
+    counts = _counts_for(model, params, values, all_px, all_ch)
+    symbols = values[all_px, all_ch]
+    out = []
+    for i in range(len(planes)):
+        part = slice(i * len(px), (i + 1) * len(px))
+        encoder = constriction.stream.queue.RangeEncoder()
+        encoder.encode(symbols[part], _categorical(), counts[part])
+        out.append(encoder.get_compressed().astype("<u4").tobytes())
+    return out
+
+
+def encode_planes(
+    model: ExactModel, planes: Sequence[np.ndarray], tile: int = DEFAULT_TILE, device: str | torch.device = "cpu"
+) -> list[bytes]:
+    """Several (H, W, C) planes -> their payloads, identical to ``encode_plane`` on each.
+
+    Small planes of the same size share network and CDF calls (e.g. a folder of thumbnails).
+    """
+    payloads: list[bytes | None] = [None] * len(planes)
+    for groups in _small_batches(planes, tile).values():
+        for group in groups:
+            with _torch_threads(_encode_threads(sum(planes[i].shape[0] * planes[i].shape[1] for i in group))):
+                coded = _encode_small(model, [planes[i] for i in group], tile, device)
+            for i, data in zip(group, coded):
+                payloads[i] = data
+    for i, p in enumerate(planes):
+        if payloads[i] is None:
+            payloads[i] = encode_plane(model, p, tile, device)
+    return payloads
+
+
 def plane_code_length(model: ExactModel, pixels: np.ndarray, tile: int = DEFAULT_TILE, device: str | torch.device = "cpu") -> float:
     """Exact ideal code length in bits of a plane (what the coder achieves, to within ~32 bits)."""
-    with _torch_threads(_encode_threads(pixels)):
+    with _torch_threads(_encode_threads(pixels.shape[0] * pixels.shape[1])):
         return sum(mx.code_length_bits(c, s) for s, c in _coded_chunks(model, pixels, tile, device))
 
 
 SMALL_STEP = 1024  # below this many pixels per step on average, decode with one torch thread
+
+
+@dataclass(frozen=True)
+class PlaneJob:
+    """One coded plane to decode: its payload and the geometry from its header."""
+
+    payload: bytes
+    height: int
+    width: int
+    tile: int
+
+
+class _Stack:
+    """Planes of one geometry decoded side by side: their canvases stacked like extra tiles."""
+
+    def __init__(self, grid: TileGrid, members: list[int], dev: torch.device) -> None:
+        self.grid, self.members = grid, members
+        self.canvas = torch.cat([grid.empty_canvas(dev)] * len(members))
+        self.flat = self.canvas.view(-1, grid.channels + 1)
+        self.cells, self.pix, self.bounds = grid.order
+        size = int(np.prod(grid.canvas_shape[:3]))
+        self.base = size * np.arange(len(members))[:, None]
+        self.offsets = torch.from_numpy(grid.neighbour_offsets).to(dev)
+        self.out = np.zeros((len(members), len(self.cells), grid.channels), np.int32)
+
+    def step_cells(self, s: int) -> tuple[int, int, np.ndarray]:
+        """(first, last) stream position of step ``s`` in one plane, and the cells of all planes."""
+        if s >= self.grid.num_steps:
+            return 0, 0, np.zeros(0, np.int64)
+        lo, hi = int(self.bounds[s]), int(self.bounds[s + 1])
+        return lo, hi, (self.cells[lo:hi][None, :] + self.base).ravel()
+
+
+def decode_planes(
+    model: ExactModel,
+    jobs: Sequence[PlaneJob],
+    device: str | torch.device = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> list[np.ndarray | BadStreamError]:
+    """Decode several planes in one wavefront: each step is one network call over every tile of
+    every plane.  Returns (H, W, C) uint8 arrays, or a ``BadStreamError`` for a plane whose stream
+    is invalid (the others are unaffected)."""
+    c_total = model.cfg.channels
+    errors: list[BadStreamError | None] = [None] * len(jobs)
+    decoders = []
+    for i, job in enumerate(jobs):
+        if len(job.payload) % 4:
+            errors[i] = BadStreamError("corrupted stream: payload length is not a multiple of 4")
+        words = np.frombuffer(job.payload[: len(job.payload) // 4 * 4], dtype="<u4").astype(np.uint32)
+        decoders.append(constriction.stream.queue.RangeDecoder(words))
+    dev = resolve_device(device)
+    geometry: dict[tuple[int, int, int], list[int]] = {}
+    for i, job in enumerate(jobs):
+        geometry.setdefault((job.height, job.width, job.tile), []).append(i)
+    stacks = [_Stack(TileGrid(h, w, t, model.cfg.horizon, c_total), members, dev)
+              for (h, w, t), members in geometry.items()]
+    num_steps = max((st.grid.num_steps for st in stacks), default=0)
+    pixels = sum(job.height * job.width for job in jobs)
+    with _torch_threads(1 if pixels < SMALL_STEP * max(num_steps, 1) else torch.get_num_threads()):
+        for s in range(num_steps):
+            _decode_step(model, stacks, s, decoders, errors, dev, progress)
+    results: list[np.ndarray | BadStreamError] = [None] * len(jobs)  # type: ignore[list-item]
+    for st in stacks:
+        for k, i in enumerate(st.members):
+            job = jobs[i]
+            image = np.empty((job.height * job.width, c_total), np.uint8)
+            image[st.pix] = st.out[k]
+            results[i] = errors[i] or image.reshape(job.height, job.width, c_total)
+    return results
+
+
+def _decode_step(model, stacks, s, decoders, errors, dev, progress) -> None:
+    c_total = model.cfg.channels
+    blocks, xs = [], []
+    for st in stacks:
+        lo, hi, cells = st.step_cells(s)
+        if hi > lo:
+            blocks.append((st, lo, hi, cells))
+            xs.append(gather(st.canvas, torch.from_numpy(cells).to(dev), st.offsets))
+    if not blocks:
+        return
+    params = model.split(model.forward(torch.cat(xs)).cpu().numpy())
+    values = np.zeros((len(params["logits"]), c_total), np.int32)
+    for c in range(c_total):
+        means = coupled_means(params, c, values[:, :c])
+        counts = mx.counts(params["logits"], means, params["logscale_idx"][:, c, :], model.tables)
+        r = 0
+        for st, lo, hi, _ in blocks:
+            for i in st.members:
+                if errors[i] is None:
+                    try:
+                        values[r : r + hi - lo, c] = decoders[i].decode(_categorical(), counts[r : r + hi - lo])
+                    except (ValueError, RuntimeError, OverflowError, AssertionError) as exc:  # constriction asserts
+                        errors[i] = BadStreamError(f"corrupted stream: range decoder failed ({exc})")
+                r += hi - lo
+    r = 0
+    for st, lo, hi, cells in blocks:
+        n = len(cells)
+        block = values[r : r + n]
+        st.out[:, lo:hi] = block.reshape(len(st.members), hi - lo, c_total)
+        st.flat[torch.from_numpy(cells).to(dev), :c_total] = torch.from_numpy(block.astype(np.float32) - CENTRE).to(dev)
+        r += n
+    if progress is not None:
+        progress(r)
 
 
 def decode_plane(
@@ -149,45 +314,10 @@ def decode_plane(
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """payload -> (H, W, C) uint8.  Raises BadStreamError if the payload is not a valid stream."""
-    grid = TileGrid(height, width, tile, model.cfg.horizon, model.cfg.channels)
-    small = height * width < SMALL_STEP * grid.num_steps
-    with _torch_threads(1 if small else torch.get_num_threads()):
-        return _decode_plane(model, payload, grid, device, progress)
-
-
-def _decode_plane(model: ExactModel, payload: bytes, grid: TileGrid, device, progress) -> np.ndarray:
-    height, width = grid.height, grid.width
-    if len(payload) % 4:
-        raise BadStreamError("corrupted stream: payload length is not a multiple of 4")
-    dev = resolve_device(device)
-    c_total = model.cfg.channels
-    canvas = grid.empty_canvas(dev)
-    flat = canvas.view(-1, c_total + 1)
-    cells, pix, bounds = grid.order
-    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-    decoder = constriction.stream.queue.RangeDecoder(words)
-    out = np.empty((len(cells), c_total), np.int32)
-    for s in range(grid.num_steps):
-        rows = slice(bounds[s], bounds[s + 1])
-        if rows.start == rows.stop:
-            continue
-        params = _network(model, canvas, cells[rows], grid)
-        values = np.empty((rows.stop - rows.start, c_total), np.int32)
-        for c in range(c_total):
-            means = coupled_means(params, c, values[:, :c])
-            counts = mx.counts(params["logits"], means, params["logscale_idx"][:, c, :], model.tables)
-            try:
-                values[:, c] = decoder.decode(_categorical(), counts)
-            except (ValueError, RuntimeError, OverflowError, AssertionError) as exc:  # constriction asserts
-                raise BadStreamError(f"corrupted stream: range decoder failed ({exc})") from exc
-        out[rows] = values
-        if progress is not None:
-            progress(rows.stop - rows.start)
-        idx = torch.from_numpy(cells[rows]).to(dev)
-        flat[idx, :c_total] = torch.from_numpy(values.astype(np.float32) - CENTRE).to(dev)
-    image = np.empty((height * width, c_total), np.uint8)
-    image[pix] = out
-    return image.reshape(height, width, c_total)
+    (result,) = decode_planes(model, [PlaneJob(payload, height, width, tile)], device, progress)
+    if isinstance(result, BadStreamError):
+        raise result
+    return result
 
 
 def likelihood_bits(image, *, model: str | None = None) -> float | None:

@@ -1,0 +1,95 @@
+"""Planes <-> payloads: batched encoding and decoding give the same streams and pixels as one plane
+at a time, whatever the mix of sizes and tiles; a bad stream in a batch fails alone."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nelloc
+from nelloc import codec, exact
+from nelloc.errors import BadStreamError
+
+from conftest import TEST_DATA, smooth_image
+
+
+@pytest.fixture(scope="module")
+def tiny_rgb():
+    return exact.ExactModel.load(TEST_DATA / "tiny-rgb.safetensors")
+
+
+@pytest.fixture(scope="module")
+def tiny_gray():
+    return exact.ExactModel.load(TEST_DATA / "tiny-gray.safetensors")
+
+
+def _planes(sizes, channels, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, (h, w) in enumerate(sizes):
+        p = smooth_image(h, w, channels, seed=seed + i)
+        if i % 3 == 2:  # some noise planes too: every symbol value gets exercised
+            p = rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
+        out.append(p)
+    return out
+
+
+# same sizes (stacked), different sizes, one larger than the encoder's chunk (encoded alone)
+SIZES = [(8, 8), (8, 8), (8, 8), (5, 11), (1, 1), (1, 9), (9, 1), (190, 180), (8, 8), (5, 11)]
+
+
+@pytest.mark.parametrize("tile", [0, 4, 64])
+def test_batched_encoding_gives_each_planes_own_stream(tiny_rgb, tile):
+    planes = _planes(SIZES, 3)
+    batched = codec.encode_planes(tiny_rgb, planes, tile)
+    assert batched == [codec.encode_plane(tiny_rgb, p, tile) for p in planes]
+
+
+@pytest.mark.parametrize("tile", [0, 4, 64])
+def test_batched_decoding_of_mixed_geometries(tiny_gray, tile):
+    planes = _planes(SIZES, 1, seed=7)
+    jobs = [codec.PlaneJob(codec.encode_plane(tiny_gray, p, tile), p.shape[0], p.shape[1], tile) for p in planes]
+    decoded = codec.decode_planes(tiny_gray, jobs)
+    for p, d in zip(planes, decoded):
+        assert np.array_equal(d, p)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 12), st.integers(1, 12)), min_size=1, max_size=6),
+       st.sampled_from([0, 1, 3, 64]), st.integers(0, 1000))
+def test_batch_round_trip_property(tiny_rgb, sizes, tile, seed):
+    planes = _planes(sizes, 3, seed)
+    jobs = [codec.PlaneJob(d, p.shape[0], p.shape[1], tile) for d, p in zip(codec.encode_planes(tiny_rgb, planes, tile), planes)]
+    for p, d in zip(planes, codec.decode_planes(tiny_rgb, jobs)):
+        assert np.array_equal(d, p)
+
+
+def test_a_bad_stream_fails_alone(tiny_rgb):
+    planes = _planes([(9, 9)] * 3, 3)
+    payloads = codec.encode_planes(tiny_rgb, planes, 64)
+    jobs = [codec.PlaneJob(payloads[0], 9, 9, 64), codec.PlaneJob(payloads[1][:-2], 9, 9, 64),
+            codec.PlaneJob(payloads[2], 9, 9, 64)]
+    out = codec.decode_planes(tiny_rgb, jobs)
+    assert isinstance(out[1], BadStreamError)
+    assert np.array_equal(out[0], planes[0]) and np.array_equal(out[2], planes[2])
+
+
+def test_api_many_equals_one_at_a_time(tiny_models):
+    images = [smooth_image(10, 10, 3, seed=1), smooth_image(10, 10, 4, seed=2), smooth_image(7, 3, 1, seed=3),
+              smooth_image(10, 10, 3, seed=4), np.zeros((4, 4, 2), np.uint8)]
+    images[1][..., 3] = np.arange(100).reshape(10, 10)  # a real alpha plane (neural-coded with gray)
+    blobs = nelloc.compress_many(images)
+    assert blobs == [nelloc.compress(im) for im in images]
+    for im, back in zip(images, nelloc.decompress_many(blobs, as_array=True)):
+        assert np.array_equal(back.reshape(im.shape), im)
+
+
+def test_api_many_returns_errors_in_place(tiny_models):
+    images = [smooth_image(6, 6, 3, seed=s) for s in range(3)]
+    blobs = nelloc.compress_many(images)
+    blobs[1] = blobs[1][:-5] + bytes([blobs[1][-5] ^ 1]) + blobs[1][-4:]
+    out = nelloc.decompress_many(blobs + [b"not a stream"], as_array=True, errors="return")
+    assert np.array_equal(out[0], images[0]) and np.array_equal(out[2], images[2])
+    assert isinstance(out[1], nelloc.NellocError) and isinstance(out[3], nelloc.NellocError)
+    with pytest.raises(nelloc.NellocError):
+        nelloc.decompress_many(blobs)
