@@ -27,6 +27,7 @@ from nelloc.errors import BadStreamError, ModelError, NellocError, UnsupportedIm
 ImageLike = Union[np.ndarray, Image.Image, str, Path]
 NEURAL_MODES = {"L": (1, False), "LA": (1, True), "RGB": (3, False), "RGBA": (3, True)}
 MAX_TILE = 1 << 16
+ARITHMETIC_OF_VERSION = {1: 1, 2: 2}  # container format version -> network arithmetic (nelloc.exact)
 Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit (max_pixels) with a clear message
 
 
@@ -238,10 +239,11 @@ def _decode_planes(work: list[tuple[ct.Container, ct.Segment]], dev, progress) -
         except NellocError as exc:
             results[id(seg)] = exc
             continue
-        by_model.setdefault(model.sha256, (model, []))[1].append((c, seg))
-    for model, items in by_model.values():
+        by_model.setdefault((model.sha256, c.version), (model, []))[1].append((c, seg))
+    for (_, version), (model, items) in by_model.items():
         jobs = [PlaneJob(seg.payload, c.height, c.width, seg.tile) for c, seg in items]
-        for (_, seg), plane in zip(items, decode_planes(model.to(dev), jobs, dev, progress)):
+        arithmetic = ARITHMETIC_OF_VERSION[version]
+        for (_, seg), plane in zip(items, decode_planes(model.to(dev), jobs, dev, progress, arithmetic)):
             results[id(seg)] = plane
     return results
 
@@ -339,7 +341,7 @@ def info(data: bytes, max_pixels: int = ct.DEFAULT_MAX_PIXELS) -> dict:
     c = ct.loads(data, max_pixels=max_pixels)
     subpixels = c.width * c.height * max(1, sum(s.channels for s in c.segments))
     return {
-        "format_version": ct.VERSION,
+        "format_version": c.version,
         "width": c.width,
         "height": c.height,
         "mode": c.mode,

@@ -16,7 +16,7 @@ import torch
 
 from nelloc import mixture as mx
 from nelloc.errors import BadStreamError
-from nelloc.exact import ExactModel, coupled_means
+from nelloc.exact import ARITHMETIC, ExactModel, coupled_means
 from nelloc.schedule import CENTRE, TileGrid, gather
 
 DEFAULT_TILE = 64
@@ -36,10 +36,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def _network(model: ExactModel, canvas: torch.Tensor, cells: np.ndarray, grid: TileGrid) -> dict[str, np.ndarray]:
+def _network(model: ExactModel, canvas: torch.Tensor, cells: np.ndarray, grid: TileGrid, arithmetic: int) -> dict[str, np.ndarray]:
     offsets = torch.from_numpy(grid.neighbour_offsets).to(canvas.device)
     x = gather(canvas, torch.from_numpy(cells).to(canvas.device), offsets)
-    return model.split(model.forward(x).cpu().numpy())
+    return model.split(model.forward(x, arithmetic).cpu().numpy())
 
 
 def _symbol_order(bounds: np.ndarray, channels: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +112,7 @@ def _coded_chunks(model: ExactModel, pixels: np.ndarray, tile: int, device: str 
     values = pixels.reshape(-1, c)[pix].astype(np.int32)  # stream order
     for start, stop in _step_groups(bounds, ENCODE_CHUNK):
         lo, hi = bounds[start], bounds[stop]
-        params = _network(model, canvas, cells[lo:hi], grid)
+        params = _network(model, canvas, cells[lo:hi], grid, ARITHMETIC)
         px, ch = _symbol_order(bounds - lo, c, start, stop)
         yield values[lo:hi][px, ch], _counts_for(model, params, values[lo:hi], px, ch)
 
@@ -155,7 +155,7 @@ def _encode_small(model: ExactModel, planes: list[np.ndarray], tile: int, device
     size = int(np.prod(grid.canvas_shape[:3]))
     n = len(cells)
     all_cells = (cells[None, :] + size * np.arange(len(planes))[:, None]).ravel()
-    params = _network(model, canvas, all_cells, grid)
+    params = _network(model, canvas, all_cells, grid, ARITHMETIC)
     values = np.concatenate([p.reshape(-1, c)[pix] for p in planes]).astype(np.int32)
     px, ch = _symbol_order(bounds, c, 0, grid.num_steps)
     all_px = (px[None, :] + n * np.arange(len(planes))[:, None]).ravel()
@@ -236,10 +236,12 @@ def decode_planes(
     jobs: Sequence[PlaneJob],
     device: str | torch.device = "cpu",
     progress: Callable[[int], None] | None = None,
+    arithmetic: int = ARITHMETIC,
 ) -> list[np.ndarray | BadStreamError]:
     """Decode several planes in one wavefront: each step is one network call over every tile of
     every plane.  Returns (H, W, C) uint8 arrays, or a ``BadStreamError`` for a plane whose stream
-    is invalid (the others are unaffected)."""
+    is invalid (the others are unaffected).  ``arithmetic``: the network arithmetic the streams
+    were made with (it follows the container's format version)."""
     c_total = model.cfg.channels
     errors: list[BadStreamError | None] = [None] * len(jobs)
     decoders = []
@@ -258,7 +260,7 @@ def decode_planes(
     pixels = sum(job.height * job.width for job in jobs)
     with _torch_threads(1 if pixels < SMALL_STEP * max(num_steps, 1) else torch.get_num_threads()):
         for s in range(num_steps):
-            _decode_step(model, stacks, s, decoders, errors, dev, progress)
+            _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic)
     results: list[np.ndarray | BadStreamError] = [None] * len(jobs)  # type: ignore[list-item]
     for st in stacks:
         for k, i in enumerate(st.members):
@@ -269,7 +271,7 @@ def decode_planes(
     return results
 
 
-def _decode_step(model, stacks, s, decoders, errors, dev, progress) -> None:
+def _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic) -> None:
     c_total = model.cfg.channels
     blocks, xs = [], []
     for st in stacks:
@@ -279,7 +281,7 @@ def _decode_step(model, stacks, s, decoders, errors, dev, progress) -> None:
             xs.append(gather(st.canvas, torch.from_numpy(cells).to(dev), st.offsets))
     if not blocks:
         return
-    params = model.split(model.forward(torch.cat(xs)).cpu().numpy())
+    params = model.split(model.forward(torch.cat(xs), arithmetic).cpu().numpy())
     values = np.zeros((len(params["logits"]), c_total), np.int32)
     for c in range(c_total):
         means = coupled_means(params, c, values[:, :c])

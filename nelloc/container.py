@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from nelloc.errors import BadStreamError
 
 MAGIC = b"\x8bNLC"
-VERSION = 1
+VERSION = 2  # what this version writes
+READABLE_VERSIONS = (1, 2)  # 1: float64 network arithmetic (see docs/format.md)
 FLAG_FALLBACK, FLAG_ICC = 1, 2
 KIND_NEURAL, KIND_FALLBACK = 0, 1
 SEG_NEURAL, SEG_CONSTANT, SEG_FALLBACK = 0, 1, 2
@@ -49,6 +50,7 @@ class Container:
     pixel_crc: int = 0
     icc_profile: bytes = b""
     segments: list[Segment] = field(default_factory=list)
+    version: int = VERSION  # as read; ``dumps`` always writes VERSION
 
 
 def _varint(n: int) -> bytes:
@@ -141,8 +143,9 @@ def loads(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
     r = _Reader(data)
     r.take(4)
     version = r.byte()
-    if version != VERSION:
-        raise BadStreamError(f"unsupported format version {version} (this nelloc reads version {VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise BadStreamError(f"unsupported format version {version} (this nelloc reads versions "
+                             f"{', '.join(map(str, READABLE_VERSIONS))})")
     flags = r.byte()
     if flags & ~(FLAG_FALLBACK | FLAG_ICC):
         raise BadStreamError(f"corrupted header: unknown flags {flags:#x}")
@@ -182,4 +185,4 @@ def loads(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
         s.payload = data[pos : pos + n]
         pos += n
     kind = KIND_FALLBACK if flags & FLAG_FALLBACK else KIND_NEURAL
-    return Container(width, height, mode, kind, pixel_crc, icc, segments)
+    return Container(width, height, mode, kind, pixel_crc, icc, segments, version)

@@ -5,9 +5,13 @@ Why it is exact on every machine (CPU, CUDA, any BLAS, batch size or thread coun
 * every matmul multiplies int8-valued weights (|w| <= 127) by 8-bit activations (0..255) in
   float32; the exporter and the loader check that each output channel's sum of |w| * 255 is below
   2**24, so every partial sum in any order is an exactly representable integer;
-* re-quantisation between layers is ``floor(acc * mul + add)`` in float64 with ``mul`` and ``add``
-  dyadic rationals (integer / 2**S) stored in the file; the loader checks the products stay below
-  2**53, so no rounding happens anywhere;
+* re-quantisation between layers (arithmetic 2, format version 2) is
+  ``floor(fl32(fl32(acc * mul) + add))``: one float32 multiply and one float32 add, each a separate
+  elementwise operation, which IEEE 754 defines to the bit (round to nearest even; no fused
+  multiply-add, no subnormals: the loader checks the constants) -- so every device computes the same
+  float32 numbers, even though they are rounded;
+* arithmetic 1 (format version 1, still decoded) did the same in float64 with dyadic ``mul`` and
+  ``add``, exactly (the loader checks products stay below 2**53); it is ~3x slower on CPU;
 * the outputs are integer mixture parameters; the integer CDF (``mixture.counts``) takes it from
   there with tables stored in the same file.
 """
@@ -32,6 +36,9 @@ from nelloc.model import output_layout, weight_scale
 
 FORMAT = "nelloc-exact-1"
 MUL_BITS = 24  # significant bits of each dyadic multiplier (acc * mul stays below 2**49)
+ARITHMETIC = 2  # what new streams use (see the module docstring); 1 is kept for old streams
+ARITHMETICS = (1, 2)
+MIN_NORMAL = 2.0**-100  # constants are 0 or above this, so no float32 product is subnormal
 
 
 @dataclass
@@ -198,6 +205,16 @@ class ExactModel:
                 for arr in (mul * 2.0**exps, add * 2.0**exps):
                     if not np.array_equal(arr, np.round(arr)):
                         raise ModelError(f"layer {name}: multipliers are not dyadic")
+                if name != "out" and ((self.tensors[f"{name}.lo"] != 0).any() or (self.tensors[f"{name}.hi"] != ACT_QMAX).any()):
+                    raise ModelError(f"layer {name}: hidden activations must be clamped to 0..{ACT_QMAX}")
+                for arr in (mul, add):
+                    a32 = np.abs(arr.astype(np.float32))
+                    if not ((a32 == 0) | ((a32 >= MIN_NORMAL) & (a32 < 2**100))).all():
+                        raise ModelError(f"layer {name}: constants out of the float32 normal range")
+            for b in range(cfg.res_blocks):
+                r32 = np.abs(self.tensors[f"block{b}.residual"].astype(np.float32))
+                if not ((r32 >= MIN_NORMAL) & (r32 < 2**100)).all():
+                    raise ModelError(f"block {b}: residual constants out of range")
             if self.tensors["first.weight"].shape[0] != fan_in:
                 raise ModelError("first layer does not match the configured horizon")
             if self.tensors["out.weight"].shape[1] != cfg.out_channels:
@@ -215,18 +232,17 @@ class ExactModel:
 
     def _load_device(self) -> None:
         dev = self.device
-        self._layers = {}
+        self._layers, self._layers32 = {}, {}
         for name in self._layer_names():
             t = self.tensors
-            self._layers[name] = (
-                torch.from_numpy(t[f"{name}.weight"].astype(np.float32)).to(dev),
-                torch.from_numpy(t[f"{name}.mul"]).to(dev),
-                torch.from_numpy(t[f"{name}.add"]).to(dev),
-                torch.from_numpy(t[f"{name}.lo"]).to(dev),
-                torch.from_numpy(t[f"{name}.hi"]).to(dev),
-            )
+            weight = torch.from_numpy(t[f"{name}.weight"].astype(np.float32)).to(dev)
+            consts = [t[f"{name}.{k}"] for k in ("mul", "add", "lo", "hi")]
+            self._layers[name] = (weight, *(torch.from_numpy(c).to(dev) for c in consts))
+            self._layers32[name] = (weight, *(torch.from_numpy(c.astype(np.float32)).to(dev) for c in consts))
         self._residual = [tuple(float(v) for v in self.tensors[f"block{b}.residual"])
                           for b in range(self.cfg.res_blocks)]
+        # Python floats holding float32 values: torch's float32 ops use them without further rounding
+        self._residual32 = [tuple(float(np.float32(v)) for v in r) for r in self._residual]
 
     def to(self, device: str | torch.device) -> "ExactModel":
         device = torch.device(device)
@@ -241,28 +257,52 @@ class ExactModel:
 
     # -- inference ------------------------------------------------------------------------------
     def _apply(self, name: str, x: torch.Tensor, act: bool = True) -> torch.Tensor:
+        """Arithmetic 1: exact dyadic re-quantisation in float64."""
         w, mul, add, lo, hi = self._layers[name]
         acc = torch.matmul(x, w).double()  # exact integers (checked bound)
         y = torch.addcmul(add, acc, mul).floor_()  # exact dyadic arithmetic, no rounding
         y = torch.maximum(torch.minimum(y, hi), lo)
         return y.float() if act else y
 
+    def _apply32(self, name: str, x: torch.Tensor, act: bool = True) -> torch.Tensor:
+        """Arithmetic 2: exact matmul, then one float32 multiply and one float32 add (separate ops:
+        never fused into an FMA), floor and clamp."""
+        w, mul, add, lo, hi = self._layers32[name]
+        y = torch.matmul(x, w).mul_(mul).add_(add).floor_()
+        return y.clamp_(0, ACT_QMAX) if act else torch.maximum(torch.minimum(y, hi), lo)
+
     @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, fan_in) float32 integer-valued neighbourhoods -> (N, out_channels) float64 ints."""
+    def forward(self, x: torch.Tensor, arithmetic: int = ARITHMETIC) -> torch.Tensor:
+        """x: (N, fan_in) float32 integer-valued neighbourhoods -> (N, out_channels) integer-valued
+        float tensor (float32 for arithmetic 2, float64 for 1)."""
+        if arithmetic not in ARITHMETICS:
+            raise ValueError(f"unknown arithmetic {arithmetic}")
         cuda_tf32 = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = False
         try:
-            h = self._apply("first", x)
-            for b, (mx_, mh) in enumerate(self._residual):
-                t = h
-                for i in range(3):
-                    t = self._apply(f"block{b}.conv{i}", t)
-                h = (h.double() * mx_ + t.double() * mh + 0.5).floor_().clamp_(0, ACT_QMAX).float()
-            h = self._apply("head", h)
-            return self._apply("out", h, act=False)
+            return self._forward64(x) if arithmetic == 1 else self._forward32(x)
         finally:
             torch.backends.cuda.matmul.allow_tf32 = cuda_tf32
+
+    def _forward64(self, x: torch.Tensor) -> torch.Tensor:
+        h = self._apply("first", x)
+        for b, (mx_, mh) in enumerate(self._residual):
+            t = h
+            for i in range(3):
+                t = self._apply(f"block{b}.conv{i}", t)
+            h = (h.double() * mx_ + t.double() * mh + 0.5).floor_().clamp_(0, ACT_QMAX).float()
+        h = self._apply("head", h)
+        return self._apply("out", h, act=False)
+
+    def _forward32(self, x: torch.Tensor) -> torch.Tensor:
+        h = self._apply32("first", x)
+        for b, (mx_, mh) in enumerate(self._residual32):
+            t = h
+            for i in range(3):
+                t = self._apply32(f"block{b}.conv{i}", t)
+            h = (h * mx_).add_(t.mul_(mh)).add_(0.5).floor_().clamp_(0, ACT_QMAX)
+        h = self._apply32("head", h)
+        return self._apply32("out", h, act=False)
 
     def split(self, out: np.ndarray) -> dict[str, np.ndarray]:
         """(N, out_channels) -> int32 logits (N, K), means / logscale_idx (N, C, K), coeffs (N, 3, K)."""

@@ -34,6 +34,8 @@ class TrainConfig:
     seed: int = 0
     qat_start: float = 0.8  # fraction of the steps trained in float before fake quantisation
     warmup: int = 100
+    grad_clip: float = 1.0  # max gradient norm (0 = off); measured: a 4-block full model stalled at
+    #                         the pixel marginal (6.65 bpd on Fashion-MNIST) without it, 4.13 with it
     threads: int = 0  # 0 = torch default
     device: str = "cpu"
 
@@ -174,6 +176,8 @@ class Trainer:
         loss = self.bits_per_dim(x)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.opt.step()
         self.step += 1
         return float(loss.detach())

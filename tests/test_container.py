@@ -3,7 +3,8 @@
 The golden files pin the format *and* the model arithmetic: compressing tests/data/golden_*.png with
 the tiny test models must reproduce tests/data/golden_*.nlc byte for byte.  They were made once by
 running this module (``python tests/test_container.py``); regenerate them only for a deliberate,
-documented format change (and bump the format version).
+documented format change (and bump the format version).  ``golden_*.v1.nlc`` were made by format
+version 1 (float64 network arithmetic): they must still decode.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def test_header_fields_are_at_their_documented_places():
     c = _full_container()
     data = ct.dumps(c)
     assert data[:4] == b"\x8bNLC" == bytes.fromhex("8B4E4C43")
-    assert data[4] == 1 == ct.VERSION
+    assert data[4] == 2 == ct.VERSION
     assert data[5] == 0b10  # flags: bit 0 fallback (no), bit 1 ICC profile (yes)
     pos = 6
     assert data[pos : pos + 2] == b"\xac\x02" == _varint(300)  # width, LEB128
@@ -146,7 +147,7 @@ def test_fallback_flag_and_mode_string():
     c = ct.Container(5, 7, "CMYK", kind=ct.KIND_FALLBACK, pixel_crc=0x01020304,
                      segments=[ct.Segment(ct.SEG_FALLBACK, 4, method=ct.FALLBACK_RAW_LZMA, payload=b"abc")])
     data = ct.dumps(c)
-    assert data[:8] == b"\x8bNLC\x01\x01\x05\x07"  # magic, version, flags = fallback, width, height
+    assert data[:8] == b"\x8bNLC\x02\x01\x05\x07"  # magic, version, flags = fallback, width, height
     assert data[8:14] == b"\x00\x04CMYK"  # mode code 0, then the mode string
     assert data[14:18] == b"\x04\x03\x02\x01"  # no ICC length: the pixel CRC follows directly
     assert data[18:23] == b"\x01\x02\x04\x01\x03" and data[23:26] == b"abc"
@@ -194,6 +195,23 @@ def test_golden_file_decodes_to_its_png(tiny_models, name):
     assert np.array_equal(np.asarray(out), np.asarray(src))
 
 
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_version_1_golden_file_still_decodes(tiny_models, name):
+    data = (TEST_DATA / f"{name}.v1.nlc").read_bytes()
+    assert data[4] == 1 and ct.loads(data).version == 1
+    src = Image.open(TEST_DATA / f"{name}.png")
+    src.load()
+    assert np.array_equal(np.asarray(nelloc.decompress(data)), np.asarray(src))
+
+
+def test_unknown_version_is_refused():
+    data = bytearray((TEST_DATA / "golden_rgb.nlc").read_bytes())
+    data[4] = 3
+    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
+    with pytest.raises(BadStreamError, match="unsupported format version 3"):
+        ct.loads(bytes(data))
+
+
 def test_golden_files_cover_tiles_and_a_neural_alpha(tiny_models):
     rgb = nelloc.info((TEST_DATA / "golden_rgb.nlc").read_bytes())
     assert (rgb["width"], rgb["height"], rgb["mode"]) == (23, 17, "RGB")
@@ -213,10 +231,12 @@ def _make_golden_files() -> None:
     shutil.copy(TEST_DATA / "tiny-rgb.safetensors", models / "rgb.safetensors")
     shutil.copy(TEST_DATA / "tiny-gray.safetensors", models / "gray.safetensors")
     os.environ["NELLOC_MODELS"] = str(models)
-    Image.fromarray(smooth_image(17, 23, 3, seed=7)).save(TEST_DATA / "golden_rgb.png")
-    la = smooth_image(11, 13, 2, seed=8)
-    la[..., 1] = np.clip(255 - 9 * np.arange(13)[None, :] - np.arange(11)[:, None], 0, 255)  # varying alpha
-    Image.fromarray(la).save(TEST_DATA / "golden_la.png")
+    if not (TEST_DATA / "golden_rgb.png").exists():
+        Image.fromarray(smooth_image(17, 23, 3, seed=7)).save(TEST_DATA / "golden_rgb.png")
+    if not (TEST_DATA / "golden_la.png").exists():
+        la = smooth_image(11, 13, 2, seed=8)
+        la[..., 1] = np.clip(255 - 9 * np.arange(13)[None, :] - np.arange(11)[:, None], 0, 255)  # varying alpha
+        Image.fromarray(la).save(TEST_DATA / "golden_la.png")
     for name, tile in GOLDEN.items():
         (TEST_DATA / f"{name}.nlc").write_bytes(nelloc.compress(TEST_DATA / f"{name}.png", tile=tile))
         print(name, nelloc.info((TEST_DATA / f"{name}.nlc").read_bytes()))

@@ -159,3 +159,44 @@ def test_cuda_and_cpu_streams_are_interchangeable(paper_size_model):
     assert on_cpu == on_gpu
     assert np.array_equal(codec.decode_plane(paper_size_model.to("cuda"), on_cpu, 40, 52, 16, "cuda"), img)
     paper_size_model.to("cpu")
+
+
+def _numpy_forward32(model, x: np.ndarray) -> np.ndarray:
+    """docs/format.md section 4, arithmetic 2, written with numpy float32 (IEEE) operations."""
+    t = model.tensors
+
+    def layer(name, a, act=True):
+        acc = (a.astype(np.int64) @ t[f"{name}.weight"].astype(np.int64)).astype(np.float32)  # exact ints
+        y = np.floor((acc * t[f"{name}.mul"].astype(np.float32)) + t[f"{name}.add"].astype(np.float32))
+        return np.clip(y, t[f"{name}.lo"].astype(np.float32), t[f"{name}.hi"].astype(np.float32))
+
+    h = layer("first", x)
+    for b in range(model.cfg.res_blocks):
+        r0, r1 = t[f"block{b}.residual"].astype(np.float32)
+        u = layer(f"block{b}.conv2", layer(f"block{b}.conv1", layer(f"block{b}.conv0", h)))
+        h = np.clip(np.floor((h * r0 + u * r1) + np.float32(0.5)), 0, 255)
+    return layer("out", layer("head", h), act=False)
+
+
+@pytest.mark.parametrize("which", ["tiny_rgb", "paper_size_model"])
+def test_float32_arithmetic_matches_an_independent_numpy_reference(which, request):
+    model = request.getfixturevalue(which)
+    img = smooth_image(24, 20, model.cfg.channels, seed=5)
+    img[::3, ::2] = np.random.default_rng(0).integers(0, 256, img[::3, ::2].shape)
+    grid = TileGrid(24, 20, 8, model.cfg.horizon, model.cfg.channels)
+    canvas = grid.full_canvas(img, torch.device("cpu"))
+    cells, _, _ = grid.order
+    x = gather(canvas, torch.from_numpy(cells), torch.from_numpy(grid.neighbour_offsets))
+    assert np.array_equal(model.forward(x, arithmetic=2).numpy(), _numpy_forward32(model, x.numpy()))
+
+
+def test_version_1_arithmetic_is_also_batch_invariant_and_close_to_version_2(tiny_rgb):
+    img = smooth_image(30, 30, 3, seed=9)
+    grid = TileGrid(30, 30, 0, 3, 3)
+    canvas = grid.full_canvas(img, torch.device("cpu"))
+    cells, _, _ = grid.order
+    x = gather(canvas, torch.from_numpy(cells), torch.from_numpy(grid.neighbour_offsets))
+    whole = tiny_rgb.forward(x, arithmetic=1).numpy()
+    parts = np.concatenate([tiny_rgb.forward(x[i : i + 7], arithmetic=1).numpy() for i in range(0, len(x), 7)])
+    assert np.array_equal(whole, parts)
+    assert (whole == tiny_rgb.forward(x, arithmetic=2).numpy()).mean() > 0.99
