@@ -85,9 +85,9 @@ def _write_atomic(dest: Path, write, force: bool) -> None:
 def _run_all(files, dests, work, quiet: bool, what: str) -> None:
     failures = 0
     bar = tqdm(total=len(files), desc=what, unit="file", disable=True if quiet else None, leave=False, file=sys.stderr)
-    for src, dest in zip(files, dests):
+    for i, (src, dest) in enumerate(zip(files, dests)):
         try:
-            line = work(src, dest)
+            line = work(i, src, dest)
             if not quiet:
                 tqdm.write(line, file=sys.stderr)
         except NellocError as exc:
@@ -101,6 +101,49 @@ def _run_all(files, dests, work, quiet: bool, what: str) -> None:
     bar.close()
     if failures:
         sys.exit(1)
+
+
+BATCH_PIXELS = 1 << 18  # files up to this many pixels are coded together, this many pixels a batch
+
+
+class _Batches:
+    """Codes runs of consecutive small files together (one batched wavefront: thumbnails decode ~9x
+    faster) and hands the results out file by file, errors included."""
+
+    def __init__(self, files: list[Path], pixels_of, code_batch) -> None:
+        self.files, self.pixels_of, self.code_batch = files, pixels_of, code_batch
+        self.results: dict[int, object] = {}
+        self.sizes: dict[int, int | None] = {}
+
+    def _pixels(self, i: int) -> int | None:
+        if i not in self.sizes:
+            try:
+                self.sizes[i] = self.pixels_of(self.files[i])
+            except (NellocError, OSError, ValueError):
+                self.sizes[i] = None  # the real error is reported when the file is coded alone
+        return self.sizes[i]
+
+    def get(self, i: int):
+        """The batched result of file ``i`` (raised if an error), or None to code it alone."""
+        if i not in self.results:
+            size = self._pixels(i)
+            if size is None or size > BATCH_PIXELS or i + 1 >= len(self.files) or (self._pixels(i + 1) or BATCH_PIXELS + 1) > BATCH_PIXELS:
+                return None
+            batch, total = [], 0
+            for j in range(i, len(self.files)):
+                size = self._pixels(j)
+                if size is None or total + size > BATCH_PIXELS:
+                    break
+                batch.append(j)
+                total += size
+            t0 = time.perf_counter()
+            results = self.code_batch([self.files[j] for j in batch])
+            share = (time.perf_counter() - t0) / len(batch)
+            self.results.update({j: (r, share, len(batch)) for j, r in zip(batch, results)})
+        result, share, n = self.results.pop(i)
+        if isinstance(result, Exception):
+            raise result
+        return result, share, n
 
 
 class _Group(click.Group):
@@ -142,15 +185,51 @@ def compress(inputs, output, out_dir, model, tile, device, force, quiet) -> None
     files = _expand(inputs, IMAGE_SUFFIXES)
     dests = _destinations(files, output, out_dir, NLC_SUFFIX)
 
-    def work(src: Path, dest: Path) -> str:
+    def pixels_of(src: Path) -> int:
+        from PIL import Image
+
+        with Image.open(src) as im:  # reads the header only
+            return im.size[0] * im.size[1]
+
+    def code_batch(batch: list[Path]) -> list:
+        out: list = [None] * len(batch)
+        images = {}
+        for k, src in enumerate(batch):
+            try:
+                images[k] = api.to_image(src)
+            except NellocError as exc:
+                out[k] = exc
+        try:
+            blobs = api.compress_many(list(images.values()), model=model, tile=tile, device=device)
+            for k, data in zip(images, blobs):
+                out[k] = (images[k], data)
+        except NellocError:  # find out which file it was: code them one by one
+            for k, im in images.items():
+                try:
+                    out[k] = (im, api.compress(im, model=model, tile=tile, device=device))
+                except NellocError as exc:
+                    out[k] = exc
+        return out
+
+    batches = _Batches(files, pixels_of, code_batch)
+
+    def work(i: int, src: Path, dest: Path) -> str:
+        if dest.exists() and not force:
+            raise CliError(f"{dest}: already exists (use --force to overwrite)")
         t0 = time.perf_counter()
-        im = api.to_image(src)
-        data = api.compress(im, model=model, tile=tile, device=device)
+        batched = batches.get(i)
+        if batched is None:
+            im = api.to_image(src)
+            data = api.compress(im, model=model, tile=tile, device=device)
+            seconds, note = time.perf_counter() - t0, ""
+        else:
+            (im, data), seconds, n = batched
+            note = f" (batch of {n})"
         _write_atomic(dest, lambda f: f.write(data), force)
         raw = len(im.tobytes())
         sub = im.size[0] * im.size[1] * len(im.getbands())
         return (f"{src} -> {dest}: {raw} -> {len(data)} bytes (ratio {raw / len(data):.2f}, "
-                f"{8 * len(data) / sub:.3f} bits/sub-pixel) in {time.perf_counter() - t0:.1f} s")
+                f"{8 * len(data) / sub:.3f} bits/sub-pixel) in {seconds:.2f} s{note}")
 
     _run_all(files, dests, work, quiet, "compress")
 
@@ -208,22 +287,38 @@ def decompress(inputs, output, out_dir, device, max_pixels, force, quiet) -> Non
         if not output and src.is_file():
             dests[i] = dest.with_suffix(_default_suffix(src))
 
-    def work(src: Path, dest: Path) -> str:
+    def pixels_of(src: Path) -> int:
+        meta = api.info(Path(src).read_bytes(), max_pixels=max_pixels)
+        return meta["width"] * meta["height"]
+
+    def code_batch(batch: list[Path]) -> list:
+        streams = [Path(src).read_bytes() for src in batch]
+        return api.decompress_many(streams, device=device, max_pixels=max_pixels, errors="return")
+
+    batches = _Batches(files, pixels_of, code_batch)
+
+    def work(i: int, src: Path, dest: Path) -> str:
         fmt = LOSSLESS_OUTPUTS.get(dest.suffix.lower())
         if fmt is None:
             raise CliError(f"{dest}: unsupported or lossy output format (use one of {', '.join(sorted(LOSSLESS_OUTPUTS))})")
         if dest.exists() and not force:
             raise CliError(f"{dest}: already exists (use --force to overwrite)")
         t0 = time.perf_counter()
-        data = Path(src).read_bytes()
-        meta = api.info(data, max_pixels=max_pixels)
-        planes = sum(1 for seg in meta["segments"] if seg["type"] == "neural")
-        with tqdm(total=planes * meta["width"] * meta["height"], desc=src.name, unit="px", unit_scale=True,
-                  disable=True if quiet else None, leave=False, file=sys.stderr) as bar:
-            im = api.decompress(data, device=device, max_pixels=max_pixels, progress=bar.update)
+        batched = batches.get(i)
+        if batched is None:
+            data = Path(src).read_bytes()
+            meta = api.info(data, max_pixels=max_pixels)
+            planes = sum(1 for seg in meta["segments"] if seg["type"] == "neural")
+            with tqdm(total=planes * meta["width"] * meta["height"], desc=src.name, unit="px", unit_scale=True,
+                      disable=True if quiet else None, leave=False, file=sys.stderr) as bar:
+                im = api.decompress(data, device=device, max_pixels=max_pixels, progress=bar.update)
+            seconds, note = time.perf_counter() - t0, ""
+        else:
+            im, seconds, n = batched
+            note = f" (batch of {n})"
         blob = _lossless_bytes(im, fmt, dest)
         _write_atomic(dest, lambda f: f.write(blob), force)
-        return f"{src} -> {dest}: {im.size[0]}x{im.size[1]} {im.mode} in {time.perf_counter() - t0:.1f} s"
+        return f"{src} -> {dest}: {im.size[0]}x{im.size[1]} {im.mode} in {seconds:.2f} s{note}"
 
     _run_all(files, dests, work, quiet, "decompress")
 

@@ -3,6 +3,7 @@
     python scripts/bench_nelloc.py roundtrip --dataset kodak [--limit N] [--model rgb] [--tile 64]
     python scripts/bench_nelloc.py tiles --dataset kodak --tiles 0,16,32,64,128 [--limit N]
     python scripts/bench_nelloc.py speed --image kodak/kodim23.png --models rgb,paper [--repeat 3]
+    python scripts/bench_nelloc.py batch --dataset cifar10-test --limit 200 [--model rgb]
     python scripts/bench_nelloc.py matmul
 
 Every sub-command prints a Markdown table and writes JSON to results/ (machine, versions, command).
@@ -163,6 +164,35 @@ def cmd_speed(args) -> None:
                    "matmul_gflops": peak, "rows": rows})
 
 
+def cmd_batch(args) -> None:
+    """Small images: one at a time vs one batched wavefront (encode_planes / decode_planes)."""
+    model = zoo.load(args.model)
+    imgs = data.load_images(args.dataset, channels=model.cfg.channels, limit=args.limit)
+    mp = sum(im.shape[0] * im.shape[1] for im in imgs) / 1e6
+    rows = []
+    for how in ("one at a time", "batched"):
+        t0 = time.perf_counter()
+        if how == "batched":
+            payloads = codec.encode_planes(model, imgs, args.tile)
+        else:
+            payloads = [codec.encode_plane(model, im, args.tile) for im in imgs]
+        t1 = time.perf_counter()
+        jobs = [codec.PlaneJob(p, im.shape[0], im.shape[1], args.tile) for p, im in zip(payloads, imgs)]
+        if how == "batched":
+            back = codec.decode_planes(model, jobs)
+        else:
+            back = [codec.decode_planes(model, [j])[0] for j in jobs]
+        t2 = time.perf_counter()
+        assert all(np.array_equal(b, im) for b, im in zip(back, imgs))
+        rows.append({"how": how, "images": len(imgs), "encode_mp_s": mp / (t1 - t0), "decode_mp_s": mp / (t2 - t1),
+                     "bpsp": 8 * sum(map(len, payloads)) / sum(im.size for im in imgs)})
+    print(f"\n{args.dataset}, {len(imgs)} images, model {args.model}\n")
+    print("| how | encode MP/s | decode MP/s | bits/sub-pixel |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['how']} | {r['encode_mp_s']:.4f} | {r['decode_mp_s']:.4f} | {r['bpsp']:.3f} |")
+    save("batch", {"dataset": args.dataset, "model": args.model, "tile": args.tile, "rows": rows})
+
+
 def matmul_gflops(n: int = 2048, k: int = 256) -> float:
     a, b = torch.rand(n * 8, k), torch.rand(k, k)
     times = []
@@ -194,11 +224,16 @@ def main() -> None:
     s.add_argument("--tile", type=int, default=codec.DEFAULT_TILE)
     s.add_argument("--repeat", type=int, default=3)
     sub.add_parser("matmul")
+    b = sub.add_parser("batch")
+    b.add_argument("--dataset", default="cifar10-test")
+    b.add_argument("--limit", type=int, default=200)
+    b.add_argument("--model", default="rgb")
+    b.add_argument("--tile", type=int, default=codec.DEFAULT_TILE)
     args = p.parse_args()
     if args.cmd == "matmul":
         print(f"{matmul_gflops():.1f} GFLOP/s")
         return
-    {"roundtrip": cmd_roundtrip, "tiles": cmd_tiles, "speed": cmd_speed}[args.cmd](args)
+    {"roundtrip": cmd_roundtrip, "tiles": cmd_tiles, "speed": cmd_speed, "batch": cmd_batch}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -386,3 +386,32 @@ def test_lossless_output_suffix_never_silently_loses_data(tiny_models, tmp_path,
         return
     back = Image.open(out)
     assert back.mode == image.mode and back.tobytes() == image.tobytes(), f"{mode} -> {back.mode}: data lost"
+
+
+def test_a_folder_of_small_images_is_coded_in_batches_with_errors_per_file(tiny_models, tmp_path):
+    src, packed, out = tmp_path / "src", tmp_path / "packed", tmp_path / "out"
+    for d in (src, packed, out):
+        d.mkdir()
+    arrays = {}
+    for k in range(6):
+        arr = smooth_image(9 + k % 2, 12, 3 if k % 3 else 1, seed=k)
+        arrays[f"im{k}"] = arr[..., 0] if arr.shape[2] == 1 else arr
+        Image.fromarray(arrays[f"im{k}"]).save(src / f"im{k}.png")
+    (src / "im9.png").write_bytes(b"not a png")  # fails alone, the batch goes on
+    result = run("compress", src, "--out-dir", packed)
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("nelloc: error:")]
+    assert len(errors) == 1 and "im9.png" in errors[0]
+    assert "(batch of 6)" in result.stderr  # the summary lines go to stderr too
+    assert sorted(p.name for p in packed.iterdir()) == [f"im{k}.nlc" for k in range(6)]
+    for k in range(6):  # byte-identical to compressing each file alone
+        assert (packed / f"im{k}.nlc").read_bytes() == nelloc.compress(src / f"im{k}.png")
+    blob = bytearray((packed / "im3.nlc").read_bytes())
+    blob[-6] ^= 0xFF
+    (packed / "im3.nlc").write_bytes(bytes(blob))
+    result = run("decompress", packed, "--out-dir", out)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("nelloc: error:")]
+    assert result.exit_code == 1 and len(errors) == 1 and "im3.nlc" in errors[0]
+    assert sorted(p.name for p in out.iterdir()) == [f"im{k}.png" for k in range(6) if k != 3]
+    for k in (0, 1, 2, 4, 5):
+        assert np.array_equal(np.asarray(Image.open(out / f"im{k}.png")), arrays[f"im{k}"])

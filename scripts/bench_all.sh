@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The full codec_bench runs behind docs/benchmarks.md (one after another; ~1 h on the 2-core VM).
+set -u
+. .venv/bin/activate
+codecs=nelloc,png,webp,jpegxl-e7,jpegxl-e9,cjxl,jpeg2000,jpegls,avif,qoi,flif
+bench() {  # bench NAME ARGS...
+  python -m codec_bench run --paper -q --out "results/$1" "${@:2}" && cp "results/$1/results.json" "docs/results/$1.json" \
+    && { [ ! -f "results/$1/bpsp_vs_decode_speed.png" ] || cp "results/$1/bpsp_vs_decode_speed.png" "docs/results/$1.png"; }
+}
+bench kodak --dataset kodak --codecs "$codecs"
+bench classic --dataset classic --codecs "$codecs"
+bench cifar10-test --dataset cifar10-test --codecs "$codecs"
+bench mnist-test-limit2000 --dataset mnist-test --limit 2000 --codecs "$codecs"
+bench clic-limit6 --dataset clic --limit 6 --codecs "$codecs"
