@@ -77,6 +77,11 @@ static void build_rows(const int32_t *logits, const int32_t *means, const int32_
          * (num < 2**61, so the estimate is the true quotient or one less) */
         uint64_t recip = UINT64_MAX / (uint64_t)denom;
         for (int v = 0; v < 256; v++) {
+            if (mass[v] == 0) { /* outside every component's window: most values of a sharp row */
+                cnt[v] = UNIFORM;
+                sum += UNIFORM;
+                continue;
+            }
             uint64_t num = (uint64_t)mass[v] * (uint64_t)scale;
             uint64_t q = (uint64_t)(((unsigned __int128)num * recip) >> 64);
             while ((q + 1) * (uint64_t)denom <= num) q++;
