@@ -34,8 +34,8 @@ class TrainConfig:
     seed: int = 0
     qat_start: float = 0.8  # fraction of the steps trained in float before fake quantisation
     warmup: int = 100
-    grad_clip: float = 1.0  # max gradient norm (0 = off); measured: a 4-block full model stalled at
-    #                         the pixel marginal (6.65 bpd on Fashion-MNIST) without it, 4.13 with it
+    grad_clip: float = 1.0  # max gradient norm (0 = off); deep full models at lr 1e-3 stalled at the
+    #                         pixel marginal without it (and often with it: use lr 3e-4 for those)
     threads: int = 0  # 0 = torch default
     device: str = "cpu"
 
