@@ -377,11 +377,12 @@ def models_cmd() -> None:
 @click.option("--steps", type=int, default=4000, show_default=True)
 @click.option("--qat-start", type=float, default=0.8, show_default=True, help="Fraction of steps before fake quantisation.")
 @click.option("--grad-clip", type=float, default=1.0, show_default=True, help="Max gradient norm (0 = off).")
+@click.option("--init-from", default="", help="Start a full model from this 1-block local run (OOD pairs).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", type=int, default=0, help="torch threads (0 = default).")
 @click.option("-q", "--quiet", is_flag=True)
 def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, crop, batch, lr, steps, qat_start,
-          grad_clip, device, threads, quiet) -> None:
+          grad_clip, init_from, device, threads, quiet) -> None:
     """Train (or resume, if RUN_DIR has a checkpoint) a model on staged data."""
     from nelloc.model import ModelConfig
     from nelloc.train import TrainConfig, Trainer, load_run_config
@@ -392,7 +393,7 @@ def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, c
     else:
         model = ModelConfig(int(channels), horizon, res_blocks, width, mixtures, kind)
         cfg = TrainConfig(list(data) or ["cifar10-train"], model, crop, batch, lr, steps, qat_start=qat_start,
-                          grad_clip=grad_clip, device=device, threads=threads)
+                          grad_clip=grad_clip, device=device, threads=threads, init_from=init_from)
     try:
         Trainer(cfg, run_dir).run(quiet=quiet)
     except (FileNotFoundError, ValueError) as exc:

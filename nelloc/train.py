@@ -38,6 +38,7 @@ class TrainConfig:
     #                         pixel marginal without it (and often with it: use lr 3e-4 for those)
     threads: int = 0  # 0 = torch default
     device: str = "cpu"
+    init_from: str = ""  # a local run whose model starts this full model (see warm_start)
 
 
 class CropSampler:
@@ -118,6 +119,8 @@ class Trainer:
         ckpt = self.run_dir / "last.pt"
         if ckpt.exists():
             self.load(ckpt)
+        elif cfg.init_from:
+            warm_start(self.model, load_float_model(cfg.init_from, "last"))
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self) -> dict:
@@ -210,6 +213,38 @@ class Trainer:
             if self.step % cfg.ckpt_every == 0 or self.step == target:
                 self.save(self.run_dir / "last.pt")
         bar.close()
+
+
+WARM_BIAS = 1e-3  # positive, so the added blocks' last ReLU passes gradient from the first step
+
+
+@torch.no_grad()
+def warm_start(full: PixelCNN, local: PixelCNN) -> None:
+    """Start a full model as (almost exactly) a trained local model, so that training only has to
+    add what lies beyond the local window -- the non-local expert of the OOD ratio.
+
+    The first layer, block 0 (its 1x1 middle convolution becomes the centre tap of the 3x3 one),
+    the head and the output layer are copied; the other blocks start as the identity (their last
+    convolution has zero weights and a tiny positive bias: relu(a + bias) ~= a for a >= 0).
+    """
+    fc, lc = full.cfg, local.cfg
+    if fc.kind != "full" or lc.kind != "local" or (fc.channels, fc.horizon, fc.width, fc.mixtures) != (
+            lc.channels, lc.horizon, lc.width, lc.mixtures) or lc.res_blocks != 1:
+        raise ValueError("warm start needs a 1-block local model of the same channels, horizon, width and mixtures")
+    for name in ("first", "first_act", "head", "head_act", "out"):
+        getattr(full, name).load_state_dict(getattr(local, name).state_dict())
+    fb, lb = full.blocks[0], local.blocks[0]
+    for i in (0, 2):
+        fb.convs[i].load_state_dict(lb.convs[i].state_dict())
+    mid = fb.convs[1].weight.shape[-1] // 2
+    fb.convs[1].weight.zero_()
+    fb.convs[1].weight[:, :, mid, mid] = lb.convs[1].weight[:, :, 0, 0]
+    fb.convs[1].bias.copy_(lb.convs[1].bias)
+    for fa, la in zip(list(fb.acts) + [fb.out_act], list(lb.acts) + [lb.out_act]):
+        fa.load_state_dict(la.state_dict())
+    for block in full.blocks[1:]:
+        block.convs[2].weight.zero_()
+        block.convs[2].bias.fill_(WARM_BIAS)
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:

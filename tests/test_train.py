@@ -82,3 +82,22 @@ def test_cli_train_then_export(image_folder, tmp_path):
     r = CliRunner().invoke(main, ["export", str(run), "--name", "cli-model", "--out-dir", str(tmp_path / "m")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "m" / "cli-model.safetensors").exists() and (tmp_path / "m" / "cli-model.json").exists()
+
+
+def test_warm_started_full_model_starts_as_the_local_model():
+    from nelloc.model import ModelConfig, PixelCNN
+    from nelloc.train import warm_start
+
+    torch.manual_seed(0)
+    local = PixelCNN(ModelConfig(channels=3, width=16, mixtures=4, res_blocks=1, kind="local"))
+    with torch.no_grad():  # a "trained" local model: weights well away from their init
+        for p in local.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    full = PixelCNN(ModelConfig(channels=3, width=16, mixtures=4, res_blocks=3, kind="full"))
+    local.quantize = full.quantize = False
+    x = torch.randint(0, 256, (2, 3, 12, 12)).float()
+    assert (full.bits(x) - local.bits(x)).abs().max() > 1.0  # different before
+    warm_start(full, local)
+    assert torch.allclose(full.bits(x), local.bits(x), rtol=1e-3)
+    with pytest.raises(ValueError):
+        warm_start(full, PixelCNN(ModelConfig(channels=1, width=16, mixtures=4, kind="local")))
