@@ -1,22 +1,30 @@
-"""Extend a training run and keep snapshots: python scripts/train_extend.py RUN_DIR STEPS[,STEPS...] [--lr LR]
+"""Train or extend a run, keeping snapshots:
+    python scripts/train_extend.py RUN_DIR STEPS[,STEPS...] [--lr LR] [--new 'JSON overrides']
 
 Trains RUN_DIR on to each listed step count in turn (the cosine schedule spans the last one) and
 copies the checkpoint to RUN_DIR@STEP/last.pt (with the log) after each, so that every snapshot can
 be exported and evaluated (e.g. an OOD AUROC-against-steps curve).
 """
 import argparse
+import json
 import shutil
 from pathlib import Path
 
-from nelloc.train import Trainer, load_run_config
+from nelloc.model import ModelConfig
+from nelloc.train import TrainConfig, Trainer, load_run_config
 
 p = argparse.ArgumentParser()
 p.add_argument("run_dir")
 p.add_argument("steps")
 p.add_argument("--lr", type=float)
+p.add_argument("--new", help="JSON TrainConfig overrides for a run that does not exist yet")
 args = p.parse_args()
 targets = [int(s) for s in args.steps.split(",")]
-cfg = load_run_config(args.run_dir)
+if (Path(args.run_dir) / "last.pt").exists() or not args.new:
+    cfg = load_run_config(args.run_dir)
+else:
+    over = json.loads(args.new)
+    cfg = TrainConfig(model=ModelConfig(**over.pop("model", {})), **over)
 cfg.steps = max(cfg.steps, targets[-1])
 if args.lr:
     cfg.lr = args.lr
