@@ -31,6 +31,8 @@ if args.lr:
 trainer = Trainer(cfg, args.run_dir)
 run = Path(args.run_dir)
 for target in targets:
+    if trainer.step > target:  # resumed past this snapshot: it was taken before
+        continue
     trainer.run(steps=target, quiet=True)
     snap = run.parent / f"{run.name}@{target}"
     snap.mkdir(exist_ok=True)
