@@ -11,4 +11,4 @@ bench kodak --dataset kodak --codecs "$codecs"
 bench classic --dataset classic --codecs "$codecs"
 bench cifar10-test --dataset cifar10-test --codecs "$codecs"
 bench mnist-test-limit2000 --dataset mnist-test --limit 2000 --codecs "$codecs"
-bench clic-limit6 --dataset clic --limit 6 --repeat 1 --codecs "$codecs"  # big images: one timed run each
+bench clic-limit2 --dataset clic --limit 2 --codecs "$codecs"
