@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The full codec_bench runs behind docs/benchmarks.md (one after another; ~1 h on the 2-core VM).
+# The codec_bench runs behind docs/benchmarks.md, one after another (~2 h on the 2-core VM with a
+# training job beside it: Kodak took 75 min, AVIF and WebP m6 encodes and NeLLoC dominate).
 set -u
 . .venv/bin/activate
 codecs=nelloc,png,webp,jpegxl-e7,jpegxl-e9,cjxl,jpeg2000,jpegls,avif,qoi,flif
