@@ -278,8 +278,9 @@ def _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic) 
     for st in stacks:
         lo, hi, cells = st.step_cells(s)
         if hi > lo:
+            cells = torch.from_numpy(cells).to(dev)
             blocks.append((st, lo, hi, cells))
-            xs.append(gather(st.canvas, torch.from_numpy(cells).to(dev), st.offsets))
+            xs.append(gather(st.canvas, cells, st.offsets))
     if not blocks:
         return
     params = model.split(model.forward(torch.cat(xs), arithmetic).cpu().numpy())
@@ -301,7 +302,7 @@ def _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic) 
         n = len(cells)
         block = values[r : r + n]
         st.out[:, lo:hi] = block.reshape(len(st.members), hi - lo, c_total)
-        st.flat[torch.from_numpy(cells).to(dev), :c_total] = torch.from_numpy(block.astype(np.float32) - CENTRE).to(dev)
+        st.flat[cells, :c_total] = torch.from_numpy(block.astype(np.float32) - CENTRE).to(dev)
         r += n
     if progress is not None:
         progress(r)

@@ -280,29 +280,21 @@ class ExactModel:
         cuda_tf32 = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = False
         try:
-            return self._forward64(x) if arithmetic == 1 else self._forward32(x)
+            if arithmetic == 1:
+                return self._run(x, self._apply, self._residual, _residual64)
+            return self._run(x, self._apply32, self._residual32, _residual32)
         finally:
             torch.backends.cuda.matmul.allow_tf32 = cuda_tf32
 
-    def _forward64(self, x: torch.Tensor) -> torch.Tensor:
-        h = self._apply("first", x)
-        for b, (mx_, mh) in enumerate(self._residual):
+    def _run(self, x: torch.Tensor, apply, residuals, combine) -> torch.Tensor:
+        """The layer sequence of docs/format.md section 4, with one arithmetic's layer and residual ops."""
+        h = apply("first", x)
+        for b, (r0, r1) in enumerate(residuals):
             t = h
             for i in range(3):
-                t = self._apply(f"block{b}.conv{i}", t)
-            h = (h.double() * mx_ + t.double() * mh + 0.5).floor_().clamp_(0, ACT_QMAX).float()
-        h = self._apply("head", h)
-        return self._apply("out", h, act=False)
-
-    def _forward32(self, x: torch.Tensor) -> torch.Tensor:
-        h = self._apply32("first", x)
-        for b, (mx_, mh) in enumerate(self._residual32):
-            t = h
-            for i in range(3):
-                t = self._apply32(f"block{b}.conv{i}", t)
-            h = (h * mx_).add_(t.mul_(mh)).add_(0.5).floor_().clamp_(0, ACT_QMAX)
-        h = self._apply32("head", h)
-        return self._apply32("out", h, act=False)
+                t = apply(f"block{b}.conv{i}", t)
+            h = combine(h, t, r0, r1)
+        return apply("out", apply("head", h), act=False)
 
     def split(self, out: np.ndarray) -> dict[str, np.ndarray]:
         """(N, out_channels) -> int32 logits (N, K), means / logscale_idx (N, C, K), coeffs (N, 3, K)."""
@@ -321,6 +313,16 @@ class ExactModel:
         if c == 3:
             res["coeffs"] = parts["coeff"].reshape(n, 3, k)
         return res
+
+
+def _residual64(h: torch.Tensor, t: torch.Tensor, r0: float, r1: float) -> torch.Tensor:
+    """Arithmetic 1: exact in float64."""
+    return (h.double() * r0 + t.double() * r1 + 0.5).floor_().clamp_(0, ACT_QMAX).float()
+
+
+def _residual32(h: torch.Tensor, t: torch.Tensor, r0: float, r1: float) -> torch.Tensor:
+    """Arithmetic 2: ((h * r0) + (t * r1)) + 0.5, each a separately rounded binary32 op."""
+    return (h * r0).add_(t.mul_(r1)).add_(0.5).floor_().clamp_(0, ACT_QMAX)
 
 
 def coupled_means(params: dict[str, np.ndarray], channel: int, values: np.ndarray | None) -> np.ndarray:
