@@ -40,6 +40,12 @@ class TrainConfig:
     device: str = "cpu"
     init_from: str = ""  # a local run whose model starts this full model (see warm_start)
 
+    @classmethod
+    def from_overrides(cls, overrides: dict) -> "TrainConfig":
+        """A config from JSON-style overrides, e.g. {"lr": 3e-4, "model": {"width": 64}}."""
+        over = dict(overrides)
+        return cls(model=ModelConfig(**over.pop("model", {})), **over)
+
 
 class CropSampler:
     """Random crops with horizontal flips from a weighted mixture of image sets."""

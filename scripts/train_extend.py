@@ -10,7 +10,6 @@ import json
 import shutil
 from pathlib import Path
 
-from nelloc.model import ModelConfig
 from nelloc.train import TrainConfig, Trainer, load_run_config
 
 p = argparse.ArgumentParser()
@@ -23,8 +22,7 @@ targets = [int(s) for s in args.steps.split(",")]
 if (Path(args.run_dir) / "last.pt").exists() or not args.new:
     cfg = load_run_config(args.run_dir)
 else:
-    over = json.loads(args.new)
-    cfg = TrainConfig(model=ModelConfig(**over.pop("model", {})), **over)
+    cfg = TrainConfig.from_overrides(json.loads(args.new))
 cfg.steps = max(cfg.steps, targets[-1])
 if args.lr:
     cfg.lr = args.lr

@@ -2,9 +2,7 @@
 import json
 import sys
 
-from nelloc.model import ModelConfig
 from nelloc.train import TrainConfig, Trainer
 
 run_dir, overrides = sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
-model = ModelConfig(**overrides.pop("model", {}))
-Trainer(TrainConfig(model=model, **overrides), run_dir).run(quiet=True)
+Trainer(TrainConfig.from_overrides(overrides), run_dir).run(quiet=True)
