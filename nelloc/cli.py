@@ -237,14 +237,18 @@ def compress(inputs, output, out_dir, model, tile, device, force, quiet) -> None
 PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "I;16"}  # modes Pillow writes and reads back as PNG
 
 
-def _default_suffix(src: Path) -> str:
-    """.png, or .tif for the modes PNG cannot hold (CMYK, YCbCr, LAB, I, F, PA, ...)."""
+def _header(src: Path) -> dict | None:
+    """``api.info`` of a .nlc file, or None if it cannot be read (the real error is reported when
+    the file is decoded)."""
     try:
-        with open(src, "rb") as f:
-            mode = api.info(f.read())["mode"]
+        return api.info(Path(src).read_bytes())
     except (NellocError, OSError):
-        return ".png"  # the real error is reported when the file is decoded
-    return ".png" if mode in PNG_MODES else ".tif"
+        return None
+
+
+def _default_suffix(header: dict | None) -> str:
+    """.png, or .tif for the modes PNG cannot hold (CMYK, YCbCr, LAB, I, F, PA, ...)."""
+    return ".tif" if header is not None and header["mode"] not in PNG_MODES else ".png"
 
 
 def _lossless_bytes(im, fmt: str, dest: Path) -> bytes:
@@ -283,12 +287,16 @@ def decompress(inputs, output, out_dir, device, max_pixels, force, quiet) -> Non
     """Decompress .nlc files to images (IMG.nlc -> IMG.png)."""
     files = _expand(inputs, {NLC_SUFFIX})
     dests = _destinations(files, output, out_dir, ".png")
+    headers: dict[Path, dict | None] = {}
     for i, (src, dest) in enumerate(zip(files, dests)):
         if not output and src.is_file():
-            dests[i] = dest.with_suffix(_default_suffix(src))
+            headers[src] = _header(src)
+            dests[i] = dest.with_suffix(_default_suffix(headers[src]))
 
     def pixels_of(src: Path) -> int:
-        meta = api.info(Path(src).read_bytes(), max_pixels=max_pixels)
+        meta = headers[src] if src in headers else _header(src)
+        if meta is None or meta["width"] * meta["height"] > max_pixels:
+            raise CliError(f"{src}: not batched")  # decoded alone, which reports the real error
         return meta["width"] * meta["height"]
 
     def code_batch(batch: list[Path]) -> list:
