@@ -6,7 +6,7 @@
     >>> blobs = nelloc.compress_many(thumbnails)       # batched: small images share network calls
 """
 
-from nelloc.api import compress, compress_many, decompress, decompress_many, info
+from nelloc.api import compress, compress_many, decompress, decompress_many, info, set_threads
 from nelloc.errors import BadStreamError, ModelError, NellocError, UnsupportedImageError
 
 __version__ = "0.1.0"
@@ -16,6 +16,7 @@ __all__ = [
     "compress_many",
     "decompress_many",
     "info",
+    "set_threads",
     "BadStreamError",
     "ModelError",
     "NellocError",

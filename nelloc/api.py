@@ -24,7 +24,7 @@ from nelloc import zoo
 from nelloc.codec import DEFAULT_TILE, PlaneJob, decode_planes, encode_planes, resolve_device
 from nelloc.errors import BadStreamError, ModelError, NellocError, UnsupportedImageError
 
-ImageLike = Union[np.ndarray, Image.Image, str, Path]
+ImageLike = Union[np.ndarray, Image.Image, str, Path, bytes]
 NEURAL_MODES = {"L": (1, False), "LA": (1, True), "RGB": (3, False), "RGBA": (3, True)}
 MAX_TILE = 1 << 16
 ARITHMETIC_OF_VERSION = {1: 1, 2: 2}  # container format version -> network arithmetic (nelloc.exact)
@@ -46,7 +46,8 @@ def _array_mode(arr: np.ndarray) -> str:
 
 
 def to_image(image: ImageLike) -> Image.Image:
-    """Open a path, wrap an array, or pass a PIL image through (loaded, with its ICC profile)."""
+    """Open a path or encoded bytes (PNG, ...), wrap an array, or pass a PIL image through (loaded,
+    with its ICC profile)."""
     if isinstance(image, Image.Image):
         image.load()
         return image
@@ -57,15 +58,20 @@ def to_image(image: ImageLike) -> Image.Image:
         if image.size == 0:
             raise UnsupportedImageError("empty image")
         return Image.fromarray(np.ascontiguousarray(image))
-    path = Path(image)
+    if isinstance(image, (bytes, bytearray)):
+        path, image = Path("<bytes>"), io.BytesIO(image)
+    else:
+        path = image = Path(image)
     try:
-        im = Image.open(path)
+        im = Image.open(image)
         im.load()
     except FileNotFoundError:
         raise UnsupportedImageError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise UnsupportedImageError(f"{path}: is a directory") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError:
+        raise UnsupportedImageError(f"{path}: not an image Pillow can read (unknown format)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         raise UnsupportedImageError(f"{path}: not an image Pillow can read ({exc})") from None
     return im
 
@@ -334,6 +340,25 @@ def decompress(
     model it was made with is not installed.
     """
     return decompress_many([data], device=device, max_pixels=max_pixels, as_array=as_array, progress=progress)[0]
+
+
+def set_threads(n: int | None) -> None:
+    """CPU threads for the network (torch) and the CDF kernel; None restores the defaults.
+
+    Speed only: streams and decoded pixels never depend on it (tested with 1 and 2 threads).
+    """
+    import torch
+
+    from nelloc import mixture
+
+    global _TORCH_THREADS
+    if _TORCH_THREADS is None:
+        _TORCH_THREADS = torch.get_num_threads()
+    torch.set_num_threads(n or _TORCH_THREADS)
+    mixture.set_threads(n)
+
+
+_TORCH_THREADS: int | None = None  # torch's own default, kept for set_threads(None)
 
 
 def info(data: bytes, max_pixels: int = ct.DEFAULT_MAX_PIXELS) -> dict:

@@ -31,6 +31,34 @@ class CliError(NellocError):
     pass
 
 
+STDIO = Path("-")  # as an input: read standard input; as an output: write standard output
+
+
+def _label(path: Path, output: bool = False) -> str:
+    return ("<stdout>" if output else "<stdin>") if path == STDIO else str(path)
+
+
+def _read(src: Path) -> bytes:
+    """The bytes of an input file, or of standard input (read once per command)."""
+    if src != STDIO:
+        return src.read_bytes()
+    ctx = click.get_current_context()
+    if "stdin" not in ctx.meta:
+        ctx.meta["stdin"] = sys.stdin.buffer.read()
+    return ctx.meta["stdin"]
+
+
+def _stdout_option(output: str | None, to_stdout: bool) -> str | None:
+    if to_stdout and output not in (None, "-"):
+        raise CliError("use either -c/--stdout or -o/--output, not both")
+    return "-" if to_stdout else output
+
+
+def _check_stdio(dests: list[Path]) -> None:
+    if STDIO in dests and sys.stdout.buffer.isatty():
+        raise CliError("refusing to write binary data to a terminal (use -o FILE or redirect standard output)")
+
+
 def _fail(msg: str) -> None:
     click.echo(f"nelloc: error: {msg}", err=True)
 
@@ -39,13 +67,17 @@ def _expand(inputs: tuple[str, ...], suffixes: set[str]) -> list[Path]:
     files: list[Path] = []
     for raw in inputs:
         p = Path(raw)
-        if p.is_dir():
+        if p == STDIO:
+            files.append(STDIO)
+        elif p.is_dir():
             found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in suffixes)
             if not found:
                 raise CliError(f"{p}: no {'/'.join(sorted(suffixes))} files in this directory")
             files += found
         else:
             files.append(p)
+    if STDIO in files and len(files) > 1:
+        raise CliError("'-' (standard input) must be the only input")
     return files
 
 
@@ -56,6 +88,10 @@ def _destinations(files: list[Path], output: str | None, out_dir: str | None, su
         if len(files) != 1:
             raise CliError("-o/--output takes one input; use --out-dir for several")
         return [Path(output)]
+    if files == [STDIO] and not out_dir:
+        return [STDIO]
+    if STDIO in files:
+        raise CliError("standard input has no name: use -o FILE or -o - (standard output)")
     base = Path(out_dir) if out_dir else None
     if base is not None and not base.is_dir():
         raise CliError(f"{base}: output directory does not exist")
@@ -63,7 +99,13 @@ def _destinations(files: list[Path], output: str | None, out_dir: str | None, su
 
 
 def _write_atomic(dest: Path, write, force: bool) -> None:
-    """Write via a temporary file in the destination folder, then rename (never a partial file)."""
+    """Write via a temporary file in the destination folder, then rename (never a partial file);
+    ``-`` writes standard output."""
+    if dest == STDIO:
+        out = sys.stdout.buffer
+        write(out)
+        out.flush()
+        return
     if dest.exists() and not force:
         raise CliError(f"{dest}: already exists (use --force to overwrite)")
     if dest.is_dir():
@@ -92,11 +134,11 @@ def _run_all(files, dests, work, quiet: bool, what: str) -> None:
                 tqdm.write(line, file=sys.stderr)
         except NellocError as exc:
             failures += 1
-            msg = str(exc)
-            _fail(msg if str(src) in msg else f"{src}: {msg}")
+            msg = str(exc).replace("<bytes>", _label(src))
+            _fail(msg if _label(src) in msg else f"{_label(src)}: {msg}")
         except OSError as exc:
             failures += 1
-            _fail(f"{src}: {exc.strerror or exc}")
+            _fail(f"{_label(src)}: {exc.strerror or exc}")
         bar.update(1)
     bar.close()
     if failures:
@@ -178,12 +220,19 @@ def main() -> None:
 @click.option("--model", help="Model for the colour / grey planes (default: rgb or gray).")
 @click.option("--tile", type=click.IntRange(0, 65536), default=None, help="Tile size in pixels (0 = untiled; default 64).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="CPU threads (default: all cores); never changes the output.")
+@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output (same as -o -).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def compress(inputs, output, out_dir, model, tile, device, force, quiet) -> None:
-    """Compress images to .nlc files (IMG.png -> IMG.nlc)."""
+def compress(inputs, output, out_dir, model, tile, device, threads, to_stdout, force, quiet) -> None:
+    """Compress images to .nlc files (IMG.png -> IMG.nlc; '-' reads standard input)."""
+    output = _stdout_option(output, to_stdout)
     files = _expand(inputs, IMAGE_SUFFIXES)
     dests = _destinations(files, output, out_dir, NLC_SUFFIX)
+    _check_stdio(dests)
+    if threads:
+        api.set_threads(threads)
 
     def pixels_of(src: Path) -> int:
         from PIL import Image
@@ -214,12 +263,12 @@ def compress(inputs, output, out_dir, model, tile, device, force, quiet) -> None
     batches = _Batches(files, pixels_of, code_batch)
 
     def work(i: int, src: Path, dest: Path) -> str:
-        if dest.exists() and not force:
+        if dest != STDIO and dest.exists() and not force:
             raise CliError(f"{dest}: already exists (use --force to overwrite)")
         t0 = time.perf_counter()
         batched = batches.get(i)
         if batched is None:
-            im = api.to_image(src)
+            im = api.to_image(_read(src) if src == STDIO else src)
             data = api.compress(im, model=model, tile=tile, device=device)
             seconds, note = time.perf_counter() - t0, ""
         else:
@@ -228,7 +277,7 @@ def compress(inputs, output, out_dir, model, tile, device, force, quiet) -> None
         _write_atomic(dest, lambda f: f.write(data), force)
         raw = len(im.tobytes())
         sub = im.size[0] * im.size[1] * len(im.getbands())
-        return (f"{src} -> {dest}: {raw} -> {len(data)} bytes (ratio {raw / len(data):.2f}, "
+        return (f"{_label(src)} -> {_label(dest, output=True)}: {raw} -> {len(data)} bytes (ratio {raw / len(data):.2f}, "
                 f"{8 * len(data) / sub:.3f} bits/sub-pixel) in {seconds:.2f} s{note}")
 
     _run_all(files, dests, work, quiet, "compress")
@@ -281,12 +330,21 @@ def _lossless_bytes(im, fmt: str, dest: Path) -> bytes:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse streams that claim more pixels than this.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="CPU threads (default: all cores); never changes the output.")
+@click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output (same as -o -).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def decompress(inputs, output, out_dir, device, max_pixels, force, quiet) -> None:
-    """Decompress .nlc files to images (IMG.nlc -> IMG.png)."""
+def decompress(inputs, output, out_dir, device, max_pixels, threads, to_stdout, force, quiet) -> None:
+    """Decompress .nlc files to images (IMG.nlc -> IMG.png; '-' reads standard input).
+
+    Standard output gets PNG, or TIFF for modes PNG cannot hold."""
+    output = _stdout_option(output, to_stdout)
     files = _expand(inputs, {NLC_SUFFIX})
     dests = _destinations(files, output, out_dir, ".png")
+    _check_stdio(dests)
+    if threads:
+        api.set_threads(threads)
     headers: dict[Path, dict | None] = {}
     for i, (src, dest) in enumerate(zip(files, dests)):
         if not output and src.is_file():
@@ -306,15 +364,15 @@ def decompress(inputs, output, out_dir, device, max_pixels, force, quiet) -> Non
     batches = _Batches(files, pixels_of, code_batch)
 
     def work(i: int, src: Path, dest: Path) -> str:
-        fmt = LOSSLESS_OUTPUTS.get(dest.suffix.lower())
+        fmt = "stdout" if dest == STDIO else LOSSLESS_OUTPUTS.get(dest.suffix.lower())
         if fmt is None:
             raise CliError(f"{dest}: unsupported or lossy output format (use one of {', '.join(sorted(LOSSLESS_OUTPUTS))})")
-        if dest.exists() and not force:
+        if dest != STDIO and dest.exists() and not force:
             raise CliError(f"{dest}: already exists (use --force to overwrite)")
         t0 = time.perf_counter()
         batched = batches.get(i)
         if batched is None:
-            data = Path(src).read_bytes()
+            data = _read(src)
             meta = api.info(data, max_pixels=max_pixels)
             planes = sum(1 for seg in meta["segments"] if seg["type"] == "neural")
             with tqdm(total=planes * meta["width"] * meta["height"], desc=src.name, unit="px", unit_scale=True,
@@ -324,9 +382,12 @@ def decompress(inputs, output, out_dir, device, max_pixels, force, quiet) -> Non
         else:
             im, seconds, n = batched
             note = f" (batch of {n})"
+        if fmt == "stdout":
+            fmt = "PNG" if im.mode in PNG_MODES else "TIFF"
         blob = _lossless_bytes(im, fmt, dest)
         _write_atomic(dest, lambda f: f.write(blob), force)
-        return f"{src} -> {dest}: {im.size[0]}x{im.size[1]} {im.mode} in {seconds:.2f} s{note}"
+        return (f"{_label(src)} -> {_label(dest, output=True)}{' (' + fmt + ')' if dest == STDIO else ''}: "
+                f"{im.size[0]}x{im.size[1]} {im.mode} in {seconds:.2f} s{note}")
 
     _run_all(files, dests, work, quiet, "decompress")
 

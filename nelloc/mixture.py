@@ -150,11 +150,23 @@ def code_length_bits(counts: np.ndarray, symbols: np.ndarray) -> float:
 
 
 _POOL = None
+_THREADS: int | None = None  # set_threads(); None = one per core, at most 8
 MIN_ROWS_PER_THREAD = 256
 
 
 def default_threads() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
+    return _THREADS or max(1, min(os.cpu_count() or 1, 8))
+
+
+def set_threads(n: int | None) -> None:
+    """Threads for the CDF kernel (None: one per core, at most 8).  Results never depend on it."""
+    global _POOL, _THREADS
+    if n is not None and n < 1:
+        raise ValueError("threads must be >= 1")
+    _THREADS = n
+    if _POOL is not None:
+        _POOL.shutdown(wait=True)
+        _POOL = None
 
 
 def _pool():

@@ -90,7 +90,6 @@ def load_float(name: str):
     fpath = path.parent / "float" / path.name
     if not fpath.exists():
         return None
-    import torch
 
     with safe_open(str(fpath), framework="pt") as f:
         cfg = ModelConfig(**json.loads(f.metadata()["config"]))

@@ -341,7 +341,7 @@ def test_console_script_exit_code_and_stderr(tiny_models, rgb_png, tmp_path):
                           smooth_image(8, 10, 3, seed=31))
 
 
-# -- known bugs (these tests FAIL on the current code; see their docstrings) ---------------------
+# -- regressions (each docstring names the bug the test once caught) ------------------------------
 
 
 def _fallback_nlc(tmp_path: Path, mode: str) -> tuple[Path, Image.Image]:
@@ -415,3 +415,62 @@ def test_a_folder_of_small_images_is_coded_in_batches_with_errors_per_file(tiny_
     assert sorted(p.name for p in out.iterdir()) == [f"im{k}.png" for k in range(6) if k != 3]
     for k in (0, 1, 2, 4, 5):
         assert np.array_equal(np.asarray(Image.open(out / f"im{k}.png")), arrays[f"im{k}"])
+
+
+# -- standard input / output and threads ---------------------------------------------------------
+
+
+def test_stdin_to_stdout_round_trip(tiny_models, rgb_png):
+    packed = _runner().invoke(main, ["compress", "-", "-q"], input=rgb_png.read_bytes())
+    assert_ok(packed)
+    assert np.array_equal(nelloc.decompress(packed.stdout_bytes, as_array=True), smooth_image(8, 10, 3, seed=31))
+    unpacked = _runner().invoke(main, ["decompress", "-", "-q"], input=packed.stdout_bytes)
+    assert_ok(unpacked)
+    import io
+
+    back = Image.open(io.BytesIO(unpacked.stdout_bytes))
+    assert back.format == "PNG" and np.array_equal(np.asarray(back), smooth_image(8, 10, 3, seed=31))
+
+
+def test_stdout_flag_writes_no_file_and_keeps_the_summary_on_stderr(tiny_models, rgb_png, tmp_path):
+    result = run("compress", rgb_png, "-c")
+    assert_ok(result)
+    assert _files(tmp_path) == ["img.png"]
+    assert "<stdout>" in result.stderr
+    assert result.stdout_bytes == nelloc.compress(Image.open(rgb_png))
+
+
+def test_stdout_for_a_fallback_mode_is_tiff(tiny_models, tmp_path):
+    path, original = _fallback_nlc(tmp_path, "CMYK")
+    result = run("decompress", path, "-c", "-q")
+    assert_ok(result)
+    import io
+
+    back = Image.open(io.BytesIO(result.stdout_bytes))
+    assert back.format == "TIFF" and back.mode == "CMYK" and back.tobytes() == original.tobytes()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["compress", "-", "x.png"], "must be the only input"),
+        (["compress", "-", "--out-dir", "."], "standard input has no name"),
+        (["compress", "x.png", "-c", "-o", "y.nlc"], "not both"),
+    ],
+)
+def test_stdio_misuse_is_a_one_line_error(tiny_models, args, fragment):
+    assert_error(_runner().invoke(main, args, input=b""), fragment)
+
+
+def test_garbage_on_stdin_is_a_one_line_error(tiny_models):
+    assert_error(_runner().invoke(main, ["compress", "-"], input=b"not an image"), "<stdin>", "not an image")
+    assert_error(_runner().invoke(main, ["decompress", "-"], input=b"NLC garbage"), "<stdin>")
+
+
+def test_threads_option_gives_the_same_stream(tiny_models, rgb_png):
+    one = run("compress", rgb_png, "-c", "-q", "--threads", "1")
+    two = run("compress", rgb_png, "-c", "-q", "--threads", "2")
+    nelloc.set_threads(None)
+    assert_ok(one)
+    assert_ok(two)
+    assert one.stdout_bytes == two.stdout_bytes

@@ -220,8 +220,7 @@ def test_wrong_model_id_is_a_model_error(tiny_models, originals):
         nelloc.decompress(_with_segment(data, 0, model_id=bytes(8)))
 
 
-# -- known bugs: crafted streams with a valid CRC that escape as ValueError ------------------------
-# These two tests FAIL on the current code; they document bugs in nelloc/api.py (see their docstrings).
+# -- regressions: crafted streams with a valid CRC that once escaped as ValueError ------------------
 
 
 def test_constant_segment_for_a_three_channel_plane_raises_bad_stream_error(tiny_models):

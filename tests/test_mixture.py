@@ -31,7 +31,6 @@ def test_kernel_equals_reference(seed, n, k):
 
 
 def test_extreme_parameters_equal_reference():
-    k = 3
     cases = []
     for m in (mx.MEAN_MIN, -33, -32, 0, 31, 32, 8160, 16288, 16320, mx.MEAN_MAX):
         for s in (0, 1, NLS // 2, NLS - 1):
