@@ -229,11 +229,17 @@ def warm_start(full: PixelCNN, local: PixelCNN) -> None:
     """Start a full model as (almost exactly) a trained local model, so that training only has to
     add what lies beyond the local window -- the non-local expert of the OOD ratio.
 
+    A local model given the same local configuration is copied as it is: that continues a local
+    expert for as many steps as its full partner got (equal training budget for the OOD ratio).
+
     The first layer, block 0 (its 1x1 middle convolution becomes the centre tap of the 3x3 one),
     the head and the output layer are copied; the other blocks start as the identity (their last
     convolution has zero weights and a tiny positive bias: relu(a + bias) ~= a for a >= 0).
     """
     fc, lc = full.cfg, local.cfg
+    if fc == lc and fc.kind == "local":  # a local expert continued with its full partner's budget
+        full.load_state_dict(local.state_dict())
+        return
     if fc.kind != "full" or lc.kind != "local" or (fc.channels, fc.horizon, fc.width, fc.mixtures) != (
             lc.channels, lc.horizon, lc.width, lc.mixtures) or lc.res_blocks != 1:
         raise ValueError("warm start needs a 1-block local model of the same channels, horizon, width and mixtures")

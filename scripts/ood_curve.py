@@ -4,7 +4,9 @@
         --in-dist fashion-mnist-test --ood mnist-test --ood omniglot-28-inv --limit 1000 \
         --out docs/results/ood-curve-fmnist.json
 
-Snapshots come from ``scripts/train_extend.py`` (RUN@STEP folders). Prints a Markdown table (AUROC of
+Snapshots come from ``scripts/train_extend.py`` (RUN@STEP folders). ``--local`` may also be a glob of
+local snapshots (a local expert continued alongside the full model, ``init_from`` the same local run):
+each full snapshot is then paired with the local one of the same step. Prints a Markdown table (AUROC of
 the full likelihood, the local likelihood and the NeLLoC ratio per OOD set, and both models' mean
 bits/dim on the in-distribution set) and writes the JSON with the command.
 """
@@ -17,7 +19,9 @@ import tempfile
 from pathlib import Path
 
 p = argparse.ArgumentParser()
-p.add_argument("--local", required=True)
+p.add_argument("--local", required=True,
+               help="local run folder, or a glob of local snapshots: each full snapshot is then paired with "
+                    "the local snapshot of the same step (equal training budget)")
 p.add_argument("--full", required=True, help="glob of full-model run folders (snapshots)")
 p.add_argument("--in-dist", required=True)
 p.add_argument("--ood", action="append", required=True)
@@ -31,13 +35,21 @@ from nelloc import ood  # noqa: E402
 from nelloc.train import load_run_config  # noqa: E402
 import torch  # noqa: E402
 
+def run_step(run: str) -> int:
+    return int(torch.load(Path(run) / "last.pt", weights_only=True)["step"])
+
+
+locals_by_step = {run_step(r): r for r in glob.glob(args.local)}
 rows = []
-for run in sorted(glob.glob(args.full), key=lambda r: int(torch.load(Path(r) / "last.pt", weights_only=True)["step"])):
-    step = int(torch.load(Path(run) / "last.pt", weights_only=True)["step"])
+for run in sorted(glob.glob(args.full), key=run_step):
+    step = run_step(run)
+    local = args.local if len(locals_by_step) == 1 else locals_by_step.get(step)
+    if local is None:
+        sys.exit(f"no local snapshot at step {step} in {args.local}")
     name = f"curve{step}"
-    ood.export_pair(run, args.local, name, tmp)
+    ood.export_pair(run, local, name, tmp)
     res = ood.evaluate(args.in_dist, args.ood, name, limit=args.limit, baselines=False, progress=False)
-    row = {"run": run, "step": step, "lr": load_run_config(run).lr, "in_dist": res["in_dist"],
+    row = {"run": run, "local": local, "step": step, "lr": load_run_config(run).lr, "in_dist": res["in_dist"],
            "ood": {k: {**v["metrics"], "bpd_full_mean": v["bpd_full_mean"], "bpd_local_mean": v["bpd_local_mean"]}
                    for k, v in res["ood"].items()}}
     rows.append(row)

@@ -101,3 +101,14 @@ def test_warm_started_full_model_starts_as_the_local_model():
     assert torch.allclose(full.bits(x), local.bits(x), rtol=1e-3)
     with pytest.raises(ValueError):
         warm_start(full, PixelCNN(ModelConfig(channels=1, width=16, mixtures=4, kind="local")))
+
+
+def test_warm_start_of_a_local_model_from_a_local_model_is_a_copy():
+    from nelloc.model import ModelConfig, PixelCNN
+    from nelloc.train import warm_start
+
+    torch.manual_seed(1)
+    cfg = ModelConfig(channels=1, width=16, mixtures=4, res_blocks=1, kind="local")
+    a, b = PixelCNN(cfg), PixelCNN(cfg)
+    warm_start(b, a)
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
