@@ -322,6 +322,9 @@ def run_summary(run_dir: str | Path) -> dict:
         "best_val_bpd": round(float(st["best_val"]), 4),
         "final_val_bpd": curve[-1][1] if curve else None,
         "val_curve": curve,
+        **({"init_from": cfg.init_from} if cfg.init_from else {}),
+        **({"weights_averaged_over": json.loads((run_dir / "averaged_from.json").read_text())}
+           if (run_dir / "averaged_from.json").exists() else {}),
     }
 
 
