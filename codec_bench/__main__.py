@@ -1,10 +1,11 @@
-"""Command line: ``python -m codec_bench {run,docs,list}``.
+"""Command line: ``python -m codec_bench {run,docs,merge,list}``.
 
 Examples::
 
     python -m codec_bench run --dataset kodak --codecs nelloc,png,webp,jpegxl-e7 --limit 4
     python -m codec_bench run --dataset cifar10-test --codecs "nelloc:model=rgb,tile=64,device=cpu,png"
     python -m codec_bench docs results/*/results.json
+    python -m codec_bench merge docs/results/kodak.json results/kodak-nelloc/results.json
     python -m codec_bench list
 """
 
@@ -54,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="where to write one plot per results file (default: <out dir>/results)")
     docs.add_argument("--no-plots", action="store_true")
 
+    merge = sub.add_parser("merge", help="replace one codec's rows in a results file by a newer run's")
+    merge.add_argument("base", type=Path, help="results JSON to update (written in place unless --out)")
+    merge.add_argument("new", type=Path, help="results JSON of a newer run on the same dataset")
+    merge.add_argument("--out", type=Path, default=None)
+
     sub.add_parser("list", help="list codecs and datasets with availability")
     return ap
 
@@ -97,6 +103,19 @@ def _cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_merge(args: argparse.Namespace) -> int:
+    base, new = report.load_results([args.base, args.new])
+    try:
+        merged = report.merge_results(base, new)
+    except ValueError as exc:
+        print(f"codec_bench merge: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or args.base
+    report.write_json(merged, out)
+    print(f"Wrote {out}: rows {', '.join(r['name'] for r in new['results'])} from {args.new}")
+    return 0
+
+
 def _cmd_list() -> int:
     print("codecs:")
     for name, cls in REGISTRY.items():
@@ -120,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_run(args, argv)
     if args.cmd == "docs":
         return _cmd_docs(args)
+    if args.cmd == "merge":
+        return _cmd_merge(args)
     return _cmd_list()
 
 

@@ -135,7 +135,31 @@ def header_lines(doc: dict[str, Any]) -> list[str]:
         f"{m['platform']}, Python {m['python']}. Date: {doc['date']}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items() if v) + ".",
         f"Memory: {s['memory_description']}. Timing: {s['timing']}; repeats: {s['repeat']}.",
+    ] + [
+        f"Re-measured later: {', '.join(r['codecs'])}, with `{r['command']}` on {r['date']} "
+        f"({r['machine']['cpu_model']}, {r['machine']['cpu_count']} cores)."
+        for r in doc.get("remeasured", [])
     ]
+
+
+def merge_results(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with the rows of ``new`` (same dataset) replacing those of the same codec name.
+
+    Each replaced or added row keeps where it came from (``remeasured``: command, date, machine),
+    and the document lists them, so a table never shows a number without its command.
+    """
+    if base["dataset"]["name"] != new["dataset"]["name"] or base["dataset"].get("n_images") != new["dataset"].get("n_images"):
+        raise ValueError(f"different datasets: {base['dataset']['name']} ({base['dataset'].get('n_images')} images) "
+                         f"vs {new['dataset']['name']} ({new['dataset'].get('n_images')} images)")
+    provenance = {"command": new["command"], "date": new["date"], "machine": new["machine"]}
+    rows = {r["name"]: r for r in base["results"]}
+    for row in new["results"]:
+        rows[row["name"]] = {**row, "remeasured": provenance}
+    merged = {k: v for k, v in base.items() if k not in ("per_image", "_path")}
+    merged["results"] = list(rows.values())
+    merged["remeasured"] = [*base.get("remeasured", []),
+                            {"codecs": [r["name"] for r in new["results"]], **provenance}]
+    return merged
 
 
 # --------------------------------------------------------------------------

@@ -216,3 +216,28 @@ def test_rgb_with_equal_channels_keeps_its_shape() -> None:
                         command="pytest")
     for row in doc["results"]:
         assert row["status"] in ("ok", "unavailable"), (row["codec"], row["reason"])
+
+
+def test_merge_replaces_one_codecs_rows_and_keeps_their_command(tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, im in enumerate(_synthetic()):
+        Image.fromarray(im).save(folder / f"{i}.png")
+    base, new = tmp_path / "base", tmp_path / "new"
+    assert main(["run", "--dataset", str(folder), "--codecs", "png,qoi", "--out", str(base), "--repeat", "1", "-q"]) == 0
+    assert main(["run", "--dataset", str(folder), "--codecs", "png", "--out", str(new), "--repeat", "1", "-q"]) == 0
+    merged_path = tmp_path / "merged.json"
+    assert main(["merge", str(base / "results.json"), str(new / "results.json"), "--out", str(merged_path)]) == 0
+    merged = json.loads(merged_path.read_text())
+    rows = {r["name"]: r for r in merged["results"]}
+    assert set(rows) == {"png", "qoi"}
+    assert "remeasured" in rows["png"] and "remeasured" not in rows["qoi"]
+    assert merged["remeasured"][0]["codecs"] == ["png"]
+    md = tmp_path / "benchmarks.md"
+    assert main(["docs", str(merged_path), "--out", str(md), "--no-plots"]) == 0
+    assert "Re-measured later: png" in md.read_text()
+    other = tmp_path / "other"
+    assert main(["run", "--dataset", str(folder), "--codecs", "png", "--limit", "1", "--out", str(other), "--repeat", "1", "-q"]) == 0
+    assert main(["merge", str(merged_path), str(other / "results.json")]) == 2  # different image count
