@@ -27,7 +27,7 @@ from nelloc.errors import BadStreamError, ModelError, NellocError, UnsupportedIm
 ImageLike = Union[np.ndarray, Image.Image, str, Path, bytes]
 NEURAL_MODES = {"L": (1, False), "LA": (1, True), "RGB": (3, False), "RGBA": (3, True)}
 MAX_TILE = 1 << 16
-ARITHMETIC_OF_VERSION = {1: 1, 2: 2}  # container format version -> network arithmetic (nelloc.exact)
+ARITHMETIC_OF_VERSION = {1: 1, 2: 2, 3: 2}  # container format version -> network arithmetic (nelloc.exact)
 Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit (max_pixels) with a clear message
 
 
@@ -183,19 +183,41 @@ def compress(
 
 
 def _model_for(seg: ct.Segment):
-    """The installed model a segment was made with: by name, else any model with the same id."""
+    """The installed model a segment was made with: the one whose SHA-256 starts with its id
+    (tried first under the name that format versions 1 and 2 also store)."""
     want = seg.model_id.hex()
-    try:
-        model = zoo.load(seg.model_name)
-        if model.sha256.startswith(want):
-            return model
-    except ModelError:
-        model = None
+    model = None
+    if seg.model_name:
+        try:
+            model = zoo.load(seg.model_name)
+            if model.sha256.startswith(want):
+                return model
+        except ModelError:
+            model = None
     other = zoo.find_by_id(want)
     if other is not None:
         return other
-    have = f"installed {seg.model_name!r} has id {model.sha256[:16]}" if model else "no such model is installed"
-    raise ModelError(f"stream needs model {seg.model_name!r} with id {want} ({have})")
+    installed = ", ".join(f"{n} ({zoo.load(n).sha256[:8]})" for n in _usable_models()) or "none"
+    named = f"model {seg.model_name!r} with id {want}" if seg.model_name else f"the model with id {want}"
+    raise ModelError(f"stream needs {named}, which is not installed (installed: {installed}; see `nelloc models`)")
+
+
+def _usable_models() -> list[str]:
+    names = []
+    for name in zoo.list_models():
+        try:
+            zoo.load(name)
+            names.append(name)
+        except ModelError:
+            pass
+    return names
+
+
+def _model_name(seg: ct.Segment) -> str | None:
+    """The segment's model name: stored (versions 1, 2), else the installed model with its id."""
+    if seg.model_name:
+        return seg.model_name
+    return zoo.name_of_id(seg.model_id.hex())
 
 
 def _decode_fallback(seg: ct.Segment, c: ct.Container) -> Image.Image:
@@ -379,7 +401,7 @@ def info(data: bytes, max_pixels: int = ct.DEFAULT_MAX_PIXELS) -> dict:
             {
                 "type": {ct.SEG_NEURAL: "neural", ct.SEG_CONSTANT: "constant", ct.SEG_FALLBACK: "fallback"}[s.type],
                 "channels": s.channels,
-                **({"model": s.model_name, "model_id": s.model_id.hex(), "tile": s.tile} if s.type == ct.SEG_NEURAL else {}),
+                **({"model": _model_name(s), "model_id": s.model_id.hex(), "tile": s.tile} if s.type == ct.SEG_NEURAL else {}),
                 **({"value": s.value} if s.type == ct.SEG_CONSTANT else {}),
                 **({"method": "png" if s.method == ct.FALLBACK_PNG else "raw-lzma"} if s.type == ct.SEG_FALLBACK else {}),
                 "payload_bytes": len(s.payload),

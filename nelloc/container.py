@@ -2,7 +2,7 @@
 
 This module only (de)serialises; it knows nothing about models or pixels.  Every malformed input
 raises ``BadStreamError`` with a one-line reason, and sizes are validated before anything is
-allocated.  The header is compact (about 36 bytes for a grey image) because NeLLoC is also used on
+allocated.  The header is compact (25 bytes for a grey image) because NeLLoC is also used on
 thumbnails, where every byte of overhead shows in bits per sub-pixel.
 """
 
@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from nelloc.errors import BadStreamError
 
 MAGIC = b"\x8bNLC"
-VERSION = 2  # what this version writes
-READABLE_VERSIONS = (1, 2)  # 1: float64 network arithmetic (see docs/format.md)
+VERSION = 3  # what this version writes
+READABLE_VERSIONS = (1, 2, 3)  # 1: float64 network arithmetic; 1, 2: longer segment headers (docs/format.md)
 FLAG_FALLBACK, FLAG_ICC = 1, 2
 KIND_NEURAL, KIND_FALLBACK = 0, 1
 SEG_NEURAL, SEG_CONSTANT, SEG_FALLBACK = 0, 1, 2
 FALLBACK_PNG, FALLBACK_RAW_LZMA = 0, 1
 MODE_CODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
-MODEL_ID_BYTES = 8  # first bytes of the model's SHA-256
+MODEL_ID_BYTES = 4  # first bytes of the model's SHA-256 (versions 1 and 2: 8, after the model's name)
+OLD_MODEL_ID_BYTES = 8
 DEFAULT_MAX_PIXELS = 1 << 28  # 268 megapixels
 MAX_VARINT_BYTES = 9
 
@@ -33,7 +34,7 @@ class Segment:
 
     type: int
     channels: int = 1
-    model_name: str = ""
+    model_name: str = ""  # the encoder's model; stored only by versions 1 and 2 (3 identifies it by id)
     model_id: bytes = b""
     tile: int = 0
     value: int = 0  # constant segments
@@ -83,12 +84,17 @@ def dumps(c: Container) -> bytes:
         out += bytes([s.type, s.channels])
         if s.type == SEG_NEURAL:
             if len(s.model_id) != MODEL_ID_BYTES:
-                raise ValueError("model id must be 8 bytes")
-            out += _string(s.model_name.encode("utf-8")) + s.model_id + _varint(s.tile) + _varint(len(s.payload))
+                raise ValueError(f"model id must be {MODEL_ID_BYTES} bytes")
+            out += s.model_id + _varint(s.tile)
         elif s.type == SEG_CONSTANT:
+            if s.payload:
+                raise ValueError("a constant segment has no payload")
             out += bytes([s.value])
         else:
-            out += bytes([s.method]) + _varint(len(s.payload))
+            out += bytes([s.method])
+    # payload lengths, except the last payload's: it runs up to the file CRC
+    carriers = [s for s in c.segments if s.type != SEG_CONSTANT]
+    out += b"".join(_varint(len(s.payload)) for s in carriers[:-1])
     out += b"".join(s.payload for s in c.segments)
     return bytes(out) + struct.pack("<I", zlib.crc32(out))
 
@@ -120,20 +126,25 @@ class _Reader:
         return self.take(self.byte())
 
 
-def _segment(r: _Reader) -> tuple[Segment, int]:
+def _segment(r: _Reader, version: int) -> tuple[Segment, int | None]:
+    """A segment header, and its payload length as versions 1 and 2 store it there (None in version 3,
+    where the lengths follow all the headers; 0 for a constant segment)."""
     seg = Segment(r.byte(), r.byte())
-    length = 0
-    if seg.type == SEG_NEURAL:
-        seg.model_name = r.string().decode("utf-8", errors="replace")
-        seg.model_id = r.take(MODEL_ID_BYTES)
-        seg.tile, length = r.varint(), r.varint()
-    elif seg.type == SEG_CONSTANT:
+    if seg.type == SEG_CONSTANT:
         seg.value = r.byte()
+        return seg, 0
+    if seg.type == SEG_NEURAL:
+        if version >= 3:
+            seg.model_id = r.take(MODEL_ID_BYTES)
+        else:
+            seg.model_name = r.string().decode("utf-8", errors="replace")
+            seg.model_id = r.take(OLD_MODEL_ID_BYTES)
+        seg.tile = r.varint()
     elif seg.type == SEG_FALLBACK:
-        seg.method, length = r.byte(), r.varint()
+        seg.method = r.byte()
     else:
         raise BadStreamError(f"corrupted header: unknown segment type {seg.type}")
-    return seg, length
+    return seg, None if version >= 3 else r.varint()
 
 
 def loads(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
@@ -171,15 +182,22 @@ def loads(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
     pixel_crc = struct.unpack("<I", r.take(4))[0]
     segments, lengths = [], []
     for _ in range(r.byte()):
-        seg, length = _segment(r)
+        seg, length = _segment(r, version)
         segments.append(seg)
         lengths.append(length)
-    expected = r.pos + sum(lengths) + 4
-    if expected != len(data):
-        what = "truncated" if expected > len(data) else "corrupted (trailing bytes)"
-        raise BadStreamError(f"{what} file: expected {expected} bytes, got {len(data)}")
+    carriers = [i for i, n in enumerate(lengths) if n is None]  # version 3: lengths follow the headers
+    for i in carriers[:-1]:
+        lengths[i] = r.varint()
+    stored = r.pos + sum(n for n in lengths if n is not None) + 4
+    if carriers:  # the last payload is the rest of the file
+        lengths[carriers[-1]] = len(data) - stored
+        if lengths[carriers[-1]] < 0:
+            raise BadStreamError(f"truncated file: {len(data)} bytes, its header says at least {stored}")
+    elif stored != len(data):
+        what = "truncated" if stored > len(data) else "corrupted (trailing bytes)"
+        raise BadStreamError(f"{what} file: expected {stored} bytes, got {len(data)}")
     if zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
-        raise BadStreamError("corrupted file (checksum mismatch)")
+        raise BadStreamError("corrupted or truncated file (checksum mismatch)")
     pos = r.pos
     for s, n in zip(segments, lengths):
         s.payload = data[pos : pos + n]

@@ -54,16 +54,22 @@ def load(name: str) -> ExactModel:
     return _load(str(path), path.stat().st_mtime)
 
 
-def find_by_id(prefix: str) -> ExactModel | None:
-    """The installed model whose SHA-256 starts with ``prefix`` (a stream's model id), if any."""
+def name_of_id(prefix: str) -> str | None:
+    """The name of the installed model whose SHA-256 starts with ``prefix`` (a stream's model id)."""
     for name in list_models():
         try:
             model = load(name)
         except ModelError:
             continue
         if model.sha256.startswith(prefix):
-            return model
+            return name
     return None
+
+
+def find_by_id(prefix: str) -> ExactModel | None:
+    """The installed model whose SHA-256 starts with ``prefix`` (a stream's model id), if any."""
+    name = name_of_id(prefix)
+    return load(name) if name is not None else None
 
 
 def default_model(channels: int) -> str:

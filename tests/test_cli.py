@@ -273,13 +273,14 @@ def test_lossy_output_suffix_is_refused(tiny_models, rgb_png, tmp_path):
     assert not (tmp_path / "img.jpg").exists()
 
 
-def test_wrong_model_is_an_error_naming_it(tiny_models, rgb_png, tmp_path, monkeypatch):
+def test_missing_model_is_an_error_naming_its_id(tiny_models, rgb_png, tmp_path, monkeypatch):
     assert_ok(run("compress", "-q", rgb_png))
+    need = nelloc.info((tmp_path / "img.nlc").read_bytes())["segments"][0]["model_id"]
     empty = tmp_path / "no-models"
     empty.mkdir()
     monkeypatch.setenv("NELLOC_MODELS", str(empty))
     monkeypatch.setattr("nelloc.zoo.model_dirs", lambda: [empty])
-    assert_error(run("decompress", tmp_path / "img.nlc", "-o", tmp_path / "x.png"), "'rgb'")
+    assert_error(run("decompress", tmp_path / "img.nlc", "-o", tmp_path / "x.png"), need, "not installed")
     assert not (tmp_path / "x.png").exists()
 
 

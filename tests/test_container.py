@@ -3,8 +3,9 @@
 The golden files pin the format *and* the model arithmetic: compressing tests/data/golden_*.png with
 the tiny test models must reproduce tests/data/golden_*.nlc byte for byte.  They were made once by
 running this module (``python tests/test_container.py``); regenerate them only for a deliberate,
-documented format change (and bump the format version).  ``golden_*.v1.nlc`` were made by format
-version 1 (float64 network arithmetic): they must still decode.
+documented format change (and bump the format version).  ``golden_*.v1.nlc`` and ``golden_*.v2.nlc``
+were made by format versions 1 (float64 network arithmetic) and 2 (longer segment headers): they must
+still decode.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ def _full_container() -> ct.Container:
         pixel_crc=0xDEADBEEF,
         icc_profile=b"icc" * 50,
         segments=[
-            ct.Segment(ct.SEG_NEURAL, 3, "rgb", bytes(range(8)), 64, payload=b"\x01\x02\x03\x04" * 40),
+            ct.Segment(ct.SEG_NEURAL, 3, "", bytes(range(4)), 64, payload=b"\x01\x02\x03\x04" * 40),
             ct.Segment(ct.SEG_CONSTANT, 1, value=200),
-            ct.Segment(ct.SEG_NEURAL, 1, "gr\u00e9y", b"\xff" * 8, 0, payload=b""),
+            ct.Segment(ct.SEG_NEURAL, 1, "", b"\xff" * 4, 0, payload=b""),
             ct.Segment(ct.SEG_FALLBACK, 4, method=ct.FALLBACK_RAW_LZMA, payload=b"xz" * 100),
         ],
     )
@@ -68,9 +69,14 @@ def _refix(data: bytes) -> bytes:
 
 
 _GOOD = ct.dumps(_full_container())
+_CONSTANT_ONLY = ct.dumps(ct.Container(2, 2, "L", segments=[ct.Segment(ct.SEG_CONSTANT, 1, value=7)]))
+_TWO_PAYLOADS = ct.dumps(ct.Container(2, 2, "LA", segments=[
+    ct.Segment(ct.SEG_NEURAL, 1, "", b"abcd", 0, payload=b"12345678"),
+    ct.Segment(ct.SEG_NEURAL, 1, "", b"abcd", 0, payload=b"87654321")]))
 MALFORMED = {
     "truncated by one byte": (_GOOD[:-1], "truncated"),
-    "trailing byte": (_refix(_GOOD[:-4] + b"\x00" + _GOOD[-4:]), "trailing"),
+    "trailing byte after constant segments only": (_refix(_CONSTANT_ONLY[:-4] + b"\x00" + _CONSTANT_ONLY[-4:]), "trailing"),
+    "a stored payload length beyond the file": (_refix(_TWO_PAYLOADS[:-13] + _TWO_PAYLOADS[-4:]), "truncated"),
     "file crc zeroed": (_GOOD[:-4] + bytes(4), "checksum"),
     "unknown flag bit": (_refix(_GOOD[:5] + b"\x06" + _GOOD[6:]), "flags"),
     "version 0": (_refix(_GOOD[:4] + b"\x00" + _GOOD[5:]), "version 0"),
@@ -88,9 +94,16 @@ def test_loads_rejects_malformed_streams_with_a_reason(name):
         ct.loads(data)
 
 
-def test_model_id_must_be_eight_bytes():
+def test_model_id_must_be_four_bytes():
     with pytest.raises(ValueError):
-        ct.dumps(ct.Container(1, 1, "L", segments=[ct.Segment(ct.SEG_NEURAL, 1, "gray", bytes(32))]))
+        ct.dumps(ct.Container(1, 1, "L", segments=[ct.Segment(ct.SEG_NEURAL, 1, "gray", bytes(8))]))
+
+
+def test_the_last_payload_is_the_rest_of_the_file():
+    c = ct.Container(3, 1, "L", segments=[ct.Segment(ct.SEG_NEURAL, 1, "", b"wxyz", 0, payload=b"p" * 300)])
+    data = ct.dumps(c)
+    assert len(data) == 4 + 1 + 1 + 3 + 4 + 1 + (2 + 4 + 1) + 300 + 4  # no payload length stored
+    assert ct.loads(data) == c
 
 
 # -- documented field layout ---------------------------------------------------------------------
@@ -110,7 +123,7 @@ def test_header_fields_are_at_their_documented_places():
     c = _full_container()
     data = ct.dumps(c)
     assert data[:4] == b"\x8bNLC" == bytes.fromhex("8B4E4C43")
-    assert data[4] == 2 == ct.VERSION
+    assert data[4] == 3 == ct.VERSION
     assert data[5] == 0b10  # flags: bit 0 fallback (no), bit 1 ICC profile (yes)
     pos = 6
     assert data[pos : pos + 2] == b"\xac\x02" == _varint(300)  # width, LEB128
@@ -125,20 +138,19 @@ def test_header_fields_are_at_their_documented_places():
     assert struct.unpack("<I", data[pos : pos + 4])[0] == 0xDEADBEEF  # pixel CRC, little-endian
     assert data[pos + 4] == 4  # segment count
     pos += 5
-    # neural: type, channels, name, 8-byte id, tile varint, payload length varint
-    assert data[pos : pos + 2] == b"\x00\x03" and data[pos + 2 : pos + 6] == b"\x03rgb"
-    assert data[pos + 6 : pos + 14] == bytes(range(8))
-    assert data[pos + 14] == 64 and data[pos + 15 : pos + 17] == _varint(160) == b"\xa0\x01"
-    pos += 17
+    # neural: type, channels, 4-byte model id, tile varint
+    assert data[pos : pos + 2] == b"\x00\x03" and data[pos + 2 : pos + 6] == bytes(range(4))
+    assert data[pos + 6] == 64
+    pos += 7
     assert data[pos : pos + 3] == b"\x01\x01\xc8"  # constant: type, channels, value 200
     pos += 3
-    name = "gr\u00e9y".encode("utf-8")
-    assert data[pos : pos + 3 + len(name)] == b"\x00\x01" + bytes([len(name)]) + name
-    pos += 3 + len(name)
-    assert data[pos : pos + 10] == b"\xff" * 8 + b"\x00\x00"  # id, tile 0, empty payload
-    pos += 10
-    assert data[pos : pos + 5] == b"\x02\x04\x01\xc8\x01"  # fallback: type, channels, method, length 200
-    pos += 5
+    assert data[pos : pos + 7] == b"\x00\x01" + b"\xff" * 4 + b"\x00"  # neural: id, tile 0
+    pos += 7
+    assert data[pos : pos + 3] == b"\x02\x04\x01"  # fallback: type, channels, method
+    pos += 3
+    # payload lengths of the segments that have one, except the last (the fallback's runs to the CRC)
+    assert data[pos : pos + 3] == _varint(160) + _varint(0) == b"\xa0\x01\x00"
+    pos += 3
     assert data[pos:-4] == b"\x01\x02\x03\x04" * 40 + b"xz" * 100  # payloads in segment order
     assert struct.unpack("<I", data[-4:])[0] == zlib.crc32(data[:-4])  # file CRC
 
@@ -147,10 +159,10 @@ def test_fallback_flag_and_mode_string():
     c = ct.Container(5, 7, "CMYK", kind=ct.KIND_FALLBACK, pixel_crc=0x01020304,
                      segments=[ct.Segment(ct.SEG_FALLBACK, 4, method=ct.FALLBACK_RAW_LZMA, payload=b"abc")])
     data = ct.dumps(c)
-    assert data[:8] == b"\x8bNLC\x02\x01\x05\x07"  # magic, version, flags = fallback, width, height
+    assert data[:8] == b"\x8bNLC\x03\x01\x05\x07"  # magic, version, flags = fallback, width, height
     assert data[8:14] == b"\x00\x04CMYK"  # mode code 0, then the mode string
     assert data[14:18] == b"\x04\x03\x02\x01"  # no ICC length: the pixel CRC follows directly
-    assert data[18:23] == b"\x01\x02\x04\x01\x03" and data[23:26] == b"abc"
+    assert data[18:22] == b"\x01\x02\x04\x01" and data[22:25] == b"abc"  # one segment, its payload last
 
 
 @pytest.mark.parametrize("mode, code", [("L", 1), ("LA", 2), ("RGB", 3), ("RGBA", 4)])
@@ -159,11 +171,10 @@ def test_neural_mode_codes(mode, code):
     assert data[6:9] == bytes([2, 3, code])
 
 
-def test_grey_image_has_36_bytes_of_container_overhead(tiny_models):
+def test_grey_image_has_25_bytes_of_container_overhead(tiny_models):
     data = nelloc.compress(smooth_image(20, 30, 1, seed=1))
     payload = nelloc.info(data)["segments"][0]["payload_bytes"]
-    assert 128 <= payload < 16384  # a two-byte length varint, as in the documented count
-    assert len(data) - payload == 36
+    assert len(data) - payload == 25
 
 
 def test_width_and_height_are_read_back_from_real_streams(tiny_models):
@@ -195,20 +206,23 @@ def test_golden_file_decodes_to_its_png(tiny_models, name):
     assert np.array_equal(np.asarray(out), np.asarray(src))
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("name", sorted(GOLDEN))
-def test_version_1_golden_file_still_decodes(tiny_models, name):
-    data = (TEST_DATA / f"{name}.v1.nlc").read_bytes()
-    assert data[4] == 1 and ct.loads(data).version == 1
+def test_older_version_golden_file_still_decodes(tiny_models, name, version):
+    data = (TEST_DATA / f"{name}.v{version}.nlc").read_bytes()
+    assert data[4] == version and ct.loads(data).version == version
     src = Image.open(TEST_DATA / f"{name}.png")
     src.load()
     assert np.array_equal(np.asarray(nelloc.decompress(data)), np.asarray(src))
+    assert [s["model"] for s in nelloc.info(data)["segments"]] == [s["model"] for s in nelloc.info(
+        (TEST_DATA / f"{name}.nlc").read_bytes())["segments"]]
 
 
 def test_unknown_version_is_refused():
     data = bytearray((TEST_DATA / "golden_rgb.nlc").read_bytes())
-    data[4] = 3
+    data[4] = 4
     data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
-    with pytest.raises(BadStreamError, match="unsupported format version 3"):
+    with pytest.raises(BadStreamError, match="unsupported format version 4"):
         ct.loads(bytes(data))
 
 
@@ -240,6 +254,13 @@ def _make_golden_files() -> None:
     for name, tile in GOLDEN.items():
         (TEST_DATA / f"{name}.nlc").write_bytes(nelloc.compress(TEST_DATA / f"{name}.png", tile=tile))
         print(name, nelloc.info((TEST_DATA / f"{name}.nlc").read_bytes()))
+
+
+
+def test_every_readable_version_has_a_network_arithmetic():
+    from nelloc.api import ARITHMETIC_OF_VERSION
+
+    assert set(ARITHMETIC_OF_VERSION) == set(ct.READABLE_VERSIONS)
 
 
 if __name__ == "__main__":
