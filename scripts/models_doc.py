@@ -15,5 +15,8 @@ for c in cards:
 lines += ["", "Learning curves (validation bits per dimension on held-out crops, by step):", ""]
 for c in cards:
     lines.append(f"- `{c['name']}`: " + ", ".join(f"{s}: {v}" for s, v in c["training"]["val_curve"]))
+notes = [f"- `{c['name']}`: {c['training_notes']}" for c in cards if c.get("training_notes")]
+if notes:
+    lines += ["", "How they were trained (`training_notes` in each card):", "", *notes]
 Path("docs/models.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))

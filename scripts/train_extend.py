@@ -1,5 +1,5 @@
 """Train or extend a run, keeping snapshots:
-    python scripts/train_extend.py RUN_DIR STEPS[,STEPS...] [--lr LR] [--new 'JSON overrides']
+    python scripts/train_extend.py RUN_DIR STEPS[,STEPS...] [--lr LR] [--qat-start F] [--new 'JSON overrides']
 
 Trains RUN_DIR on to each listed step count in turn (the cosine schedule spans the last one) and
 copies the checkpoint to RUN_DIR@STEP/last.pt (with the log) after each, so that every snapshot can
@@ -16,6 +16,7 @@ p = argparse.ArgumentParser()
 p.add_argument("run_dir")
 p.add_argument("steps")
 p.add_argument("--lr", type=float)
+p.add_argument("--qat-start", type=float, help="fraction of the (new) total steps trained before fake quantisation")
 p.add_argument("--new", help="JSON TrainConfig overrides for a run that does not exist yet")
 args = p.parse_args()
 targets = [int(s) for s in args.steps.split(",")]
@@ -26,6 +27,8 @@ else:
 cfg.steps = max(cfg.steps, targets[-1])
 if args.lr:
     cfg.lr = args.lr
+if args.qat_start is not None:
+    cfg.qat_start = args.qat_start
 trainer = Trainer(cfg, args.run_dir)
 run = Path(args.run_dir)
 for target in targets:
