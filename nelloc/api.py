@@ -197,20 +197,9 @@ def _model_for(seg: ct.Segment):
     other = zoo.find_by_id(want)
     if other is not None:
         return other
-    installed = ", ".join(f"{n} ({zoo.load(n).sha256[:8]})" for n in _usable_models()) or "none"
+    installed = ", ".join(f"{n} ({sha[:8]})" for n, sha in zoo.installed_hashes().items()) or "none"
     named = f"model {seg.model_name!r} with id {want}" if seg.model_name else f"the model with id {want}"
     raise ModelError(f"stream needs {named}, which is not installed (installed: {installed}; see `nelloc models`)")
-
-
-def _usable_models() -> list[str]:
-    names = []
-    for name in zoo.list_models():
-        try:
-            zoo.load(name)
-            names.append(name)
-        except ModelError:
-            pass
-    return names
 
 
 def _model_name(seg: ct.Segment) -> str | None:
@@ -364,6 +353,9 @@ def decompress(
     return decompress_many([data], device=device, max_pixels=max_pixels, as_array=as_array, progress=progress)[0]
 
 
+_TORCH_THREADS: int | None = None  # torch's own default, kept for set_threads(None)
+
+
 def set_threads(n: int | None) -> None:
     """CPU threads for the network (torch) and the CDF kernel; None restores the defaults.
 
@@ -378,9 +370,6 @@ def set_threads(n: int | None) -> None:
         _TORCH_THREADS = torch.get_num_threads()
     torch.set_num_threads(n or _TORCH_THREADS)
     mixture.set_threads(n)
-
-
-_TORCH_THREADS: int | None = None  # torch's own default, kept for set_threads(None)
 
 
 def info(data: bytes, max_pixels: int = ct.DEFAULT_MAX_PIXELS) -> dict:

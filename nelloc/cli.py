@@ -364,8 +364,8 @@ def decompress(inputs, output, out_dir, device, max_pixels, threads, to_stdout, 
     batches = _Batches(files, pixels_of, code_batch)
 
     def work(i: int, src: Path, dest: Path) -> str:
-        fmt = "stdout" if dest == STDIO else LOSSLESS_OUTPUTS.get(dest.suffix.lower())
-        if fmt is None:
+        fmt = None if dest == STDIO else LOSSLESS_OUTPUTS.get(dest.suffix.lower())  # stdout: by mode, below
+        if fmt is None and dest != STDIO:
             raise CliError(f"{dest}: unsupported or lossy output format (use one of {', '.join(sorted(LOSSLESS_OUTPUTS))})")
         if dest != STDIO and dest.exists() and not force:
             raise CliError(f"{dest}: already exists (use --force to overwrite)")
@@ -382,8 +382,7 @@ def decompress(inputs, output, out_dir, device, max_pixels, threads, to_stdout, 
         else:
             im, seconds, n = batched
             note = f" (batch of {n})"
-        if fmt == "stdout":
-            fmt = "PNG" if im.mode in PNG_MODES else "TIFF"
+        fmt = fmt or ("PNG" if im.mode in PNG_MODES else "TIFF")
         blob = _lossless_bytes(im, fmt, dest)
         _write_atomic(dest, lambda f: f.write(blob), force)
         return (f"{_label(src)} -> {_label(dest, output=True)}{' (' + fmt + ')' if dest == STDIO else ''}: "

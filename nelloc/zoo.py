@@ -54,16 +54,20 @@ def load(name: str) -> ExactModel:
     return _load(str(path), path.stat().st_mtime)
 
 
-def name_of_id(prefix: str) -> str | None:
-    """The name of the installed model whose SHA-256 starts with ``prefix`` (a stream's model id)."""
+def installed_hashes() -> dict[str, str]:
+    """Name -> SHA-256 of every installed model that loads (unusable files are left out)."""
+    hashes = {}
     for name in list_models():
         try:
-            model = load(name)
+            hashes[name] = load(name).sha256
         except ModelError:
             continue
-        if model.sha256.startswith(prefix):
-            return name
-    return None
+    return hashes
+
+
+def name_of_id(prefix: str) -> str | None:
+    """The name of the installed model whose SHA-256 starts with ``prefix`` (a stream's model id)."""
+    return next((name for name, sha in installed_hashes().items() if sha.startswith(prefix)), None)
 
 
 def find_by_id(prefix: str) -> ExactModel | None:

@@ -41,8 +41,8 @@ def run_step(run: str) -> int:
 
 locals_by_step = {run_step(r): r for r in glob.glob(args.local)}
 rows = []
-for run in sorted(glob.glob(args.full), key=run_step):
-    step = run_step(run)
+fulls_by_step = {run_step(r): r for r in glob.glob(args.full)}
+for step, run in sorted(fulls_by_step.items()):
     local = args.local if len(locals_by_step) == 1 else locals_by_step.get(step)
     if local is None:
         sys.exit(f"no local snapshot at step {step} in {args.local}")
