@@ -439,17 +439,20 @@ def models_cmd() -> None:
 @click.option("--horizon", type=int, default=3, show_default=True)
 @click.option("--mixtures", type=int, default=10, show_default=True)
 @click.option("--kind", type=click.Choice(["local", "full"]), default="local", show_default=True)
+@click.option("--skip/--no-skip", default=False, show_default=True,
+              help="Local models: add a linear layer from the neighbourhood to the mixture parameters.")
 @click.option("--crop", type=int, default=32, show_default=True)
 @click.option("--batch", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--steps", type=int, default=4000, show_default=True)
 @click.option("--qat-start", type=float, default=0.8, show_default=True, help="Fraction of steps before fake quantisation.")
 @click.option("--grad-clip", type=float, default=1.0, show_default=True, help="Max gradient norm (0 = off).")
-@click.option("--init-from", default="", help="Start a full model from this 1-block local run (OOD pairs).")
+@click.option("--init-from", default="", help="Start from this run: a full model from a 1-block local run (OOD "
+              "pairs), or a --skip local model from the same model without it.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", type=int, default=0, help="torch threads (0 = default).")
 @click.option("-q", "--quiet", is_flag=True)
-def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, crop, batch, lr, steps, qat_start,
+def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, skip, crop, batch, lr, steps, qat_start,
           grad_clip, init_from, device, threads, quiet) -> None:
     """Train (or resume, if RUN_DIR has a checkpoint) a model on staged data."""
     from nelloc.model import ModelConfig
@@ -459,7 +462,7 @@ def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, c
         cfg = load_run_config(run_dir)
         cfg.steps = max(cfg.steps, steps)
     else:
-        model = ModelConfig(int(channels), horizon, res_blocks, width, mixtures, kind)
+        model = ModelConfig(int(channels), horizon, res_blocks, width, mixtures, kind, skip)
         cfg = TrainConfig(list(data) or ["cifar10-train"], model, crop, batch, lr, steps, qat_start=qat_start,
                           grad_clip=grad_clip, device=device, threads=threads, init_from=init_from)
     try:

@@ -123,6 +123,10 @@ def export(model: PixelCNN) -> dict[str, np.ndarray]:
     gain, offset, unit, lo, hi = (np.concatenate([np.full(n, PARAM_SPECS[k][i]) for k, n in output_layout(cfg)])
                                   for i in range(5))
     put("out", _requant(w[:, :, 0, 0].T, s_in * s_w * gain / unit, (gain * bias + offset) / unit + 0.5, lo, hi))
+    if cfg.skip:  # linear path from the neighbourhood (integer inputs at scale 1/128) to the outputs
+        w, s_w = _int_weight(model.skip)
+        mul, _ = _dyadic(s_w * gain / unit / INPUT_CENTRE)
+        tensors["skip.weight"], tensors["skip.mul"] = w.T.astype(np.int8), mul
     for name, table in mx.build_tables().items():
         tensors[f"table.{name}"] = table
     return tensors
@@ -214,6 +218,17 @@ class ExactModel:
                 r32 = np.abs(self.tensors[f"block{b}.residual"].astype(np.float32))
                 if not ((r32 >= MIN_NORMAL) & (r32 < 2**100)).all():
                     raise ModelError(f"block {b}: residual constants out of range")
+            if cfg.skip:
+                ws, ms = self.tensors["skip.weight"], self.tensors["skip.mul"]
+                if ws.dtype != np.int8 or np.abs(ws.astype(np.int64)).max() > WEIGHT_QMAX:
+                    raise ModelError("skip: weights must be int8 in [-127, 127]")
+                if ws.shape != (fan_in, cfg.out_channels) or ms.shape != (cfg.out_channels,):
+                    raise ModelError("skip: shape does not match the configuration")
+                if (np.abs(ws.astype(np.int64)).sum(axis=0) * INPUT_CENTRE).max() >= 2**24:
+                    raise ModelError("skip: sums can reach 2**24, float32 would round")
+                m32 = np.abs(ms.astype(np.float32))
+                if not ((m32 == 0) | ((m32 >= MIN_NORMAL) & (m32 < 2**100))).all():
+                    raise ModelError("skip: constants out of the float32 normal range")
             if self.tensors["first.weight"].shape[0] != fan_in:
                 raise ModelError("first layer does not match the configured horizon")
             if self.tensors["out.weight"].shape[1] != cfg.out_channels:
@@ -238,6 +253,9 @@ class ExactModel:
             consts = [t[f"{name}.{k}"] for k in ("mul", "add", "lo", "hi")]
             self._layers[name] = (weight, *(torch.from_numpy(c).to(dev) for c in consts))
             self._layers32[name] = (weight, *(torch.from_numpy(c.astype(np.float32)).to(dev) for c in consts))
+        if self.cfg.skip:
+            self._skip = (torch.from_numpy(self.tensors["skip.weight"].astype(np.float32)).to(dev),
+                          torch.from_numpy(self.tensors["skip.mul"].astype(np.float32)).to(dev))
         self._residual = [tuple(float(v) for v in self.tensors[f"block{b}.residual"])
                           for b in range(self.cfg.res_blocks)]
         # Python floats holding float32 values: torch's float32 ops use them without further rounding
@@ -263,11 +281,16 @@ class ExactModel:
         y = torch.maximum(torch.minimum(y, hi), lo)
         return y.float() if act else y
 
-    def _apply32(self, name: str, x: torch.Tensor, act: bool = True) -> torch.Tensor:
+    def _apply32(self, name: str, x: torch.Tensor, act: bool = True, skip_of: torch.Tensor | None = None) -> torch.Tensor:
         """Arithmetic 2: exact matmul, then one float32 multiply and one float32 add (separate ops:
-        never fused into an FMA), floor and clamp."""
+        never fused into an FMA), floor and clamp.  ``skip_of``: the network input, whose skip term
+        (its own exact matmul times its own float32 multiplier) is added before ``add``."""
         w, mul, add, lo, hi = self._layers32[name]
-        y = torch.matmul(x, w).mul_(mul).add_(add).floor_()
+        y = torch.matmul(x, w).mul_(mul)
+        if skip_of is not None:
+            ws, ms = self._skip
+            y.add_(torch.matmul(skip_of, ws).mul_(ms))
+        y = y.add_(add).floor_()
         return y.clamp_(0, ACT_QMAX) if act else torch.maximum(torch.minimum(y, hi), lo)
 
     @torch.no_grad()
@@ -280,6 +303,8 @@ class ExactModel:
         torch.backends.cuda.matmul.allow_tf32 = False
         try:
             if arithmetic == 1:
+                if self.cfg.skip:
+                    raise ModelError("models with a skip layer run arithmetic 2 only (format version >= 2)")
                 return self._run(x, self._apply, self._residual, _residual64)
             return self._run(x, self._apply32, self._residual32, _residual32)
         finally:
@@ -293,6 +318,8 @@ class ExactModel:
             for i in range(3):
                 t = apply(f"block{b}.conv{i}", t)
             h = combine(h, t, r0, r1)
+        if self.cfg.skip:
+            return apply("out", apply("head", h), act=False, skip_of=x)
         return apply("out", apply("head", h), act=False)
 
     def split(self, out: np.ndarray) -> dict[str, np.ndarray]:

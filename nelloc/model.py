@@ -39,6 +39,7 @@ class ModelConfig:
     width: int = 256
     mixtures: int = 10
     kind: str = "local"  # "local" (1x1 residual blocks) or "full" (3x3 middle convolution)
+    skip: bool = False  # local only: a linear layer from the gathered neighbourhood to the outputs
 
     @property
     def params_per_component(self) -> int:
@@ -50,7 +51,10 @@ class ModelConfig:
         return self.mixtures * self.params_per_component
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["skip"]:  # absent when off, so that older models keep their hash (= their id)
+            del d["skip"]
+        return d
 
 
 def causal_offsets(horizon: int) -> list[tuple[int, int]]:
@@ -182,6 +186,11 @@ class PixelCNN(nn.Module):
         with torch.no_grad():
             self.out.weight.mul_(0.1)
             self.out.bias.zero_()
+        if cfg.skip:
+            if cfg.kind != "local":
+                raise ValueError("the linear skip exists only in local models")
+            fan_in = len(causal_offsets(cfg.horizon)) * (cfg.channels + 1)
+            self.skip = nn.Parameter(torch.zeros(cfg.out_channels, fan_in))
         self.quantize = cfg.kind == "local"
 
     def raw_outputs(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,7 +230,11 @@ class PixelCNN(nn.Module):
                 t = act(dense(conv, t), q)
             a = block.out_act(a + t, q)
         a = self.head_act(dense(self.head, a), q)
-        return dense(self.out, a)
+        out = dense(self.out, a)
+        if self.cfg.skip:
+            ws = quantize_weight(self.skip) if q else self.skip
+            out = out + taps.reshape(b, hh, ww, -1) @ ws.t()
+        return out
 
     def mixture_params(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-pixel mixture parameters in grey-level units, channel coupling applied with ``x``.

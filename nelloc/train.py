@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +231,8 @@ def warm_start(full: PixelCNN, local: PixelCNN) -> None:
 
     A local model given the same local configuration is copied as it is: that continues a local
     expert for as many steps as its full partner got (equal training budget for the OOD ratio).
+    A local model given the same configuration plus the linear skip starts as exactly that model
+    (the skip is zero) and learns the skip from there.
 
     The first layer, block 0 (its 1x1 middle convolution becomes the centre tap of the 3x3 one),
     the head and the output layer are copied; the other blocks start as the identity (their last
@@ -239,6 +241,10 @@ def warm_start(full: PixelCNN, local: PixelCNN) -> None:
     fc, lc = full.cfg, local.cfg
     if fc == lc and fc.kind == "local":  # a local expert continued with its full partner's budget
         full.load_state_dict(local.state_dict())
+        return
+    if fc.kind == lc.kind == "local" and fc.skip and not lc.skip and replace(fc, skip=False) == lc:
+        missing, unexpected = full.load_state_dict(local.state_dict(), strict=False)
+        assert missing == ["skip"] and not unexpected  # the new skip starts at zero: the same model
         return
     if fc.kind != "full" or lc.kind != "local" or (fc.channels, fc.horizon, fc.width, fc.mixtures) != (
             lc.channels, lc.horizon, lc.width, lc.mixtures) or lc.res_blocks != 1:

@@ -15,10 +15,12 @@ TEST_DATA = Path(__file__).parent / "data"
 
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory) -> Path:
-    """A model folder where the tiny test models are installed as the defaults 'rgb' and 'gray'."""
+    """A model folder where the tiny test models are installed as the defaults 'rgb' and 'gray'
+    (and 'rgb-skip', a tiny model with the linear skip layer)."""
     d = tmp_path_factory.mktemp("models")
     shutil.copy(TEST_DATA / "tiny-rgb.safetensors", d / "rgb.safetensors")
     shutil.copy(TEST_DATA / "tiny-gray.safetensors", d / "gray.safetensors")
+    shutil.copy(TEST_DATA / "tiny-rgb-skip.safetensors", d / "rgb-skip.safetensors")
     return d
 
 

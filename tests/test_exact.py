@@ -17,6 +17,9 @@ from conftest import TEST_DATA, smooth_image
 def exported(cfg: ModelConfig, seed: int = 0) -> exact.ExactModel:
     torch.manual_seed(seed)
     model = PixelCNN(cfg)
+    if cfg.skip:  # the skip starts at zero; give it weights so that it matters
+        with torch.no_grad():
+            model.skip.normal_(0, 0.05)
     model.train()
     model.bits(torch.rand(2, cfg.channels, 12, 12) * 255)  # calibrates the activation scales
     return exact.ExactModel(exact.export(model.eval()), cfg)
@@ -26,6 +29,12 @@ def exported(cfg: ModelConfig, seed: int = 0) -> exact.ExactModel:
 def paper_size_model():
     """h = 3, r = 1, 256 channels, K = 10: the paper's model size (untrained weights)."""
     return exported(ModelConfig(width=256))
+
+
+@pytest.fixture(scope="module")
+def skip_model():
+    """A model with the linear skip from the neighbourhood to the outputs."""
+    return exported(ModelConfig(width=32, mixtures=5, skip=True))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +59,7 @@ def outputs_by_steps(model, img, tile, batch, threads):
     return np.concatenate(parts)
 
 
-@pytest.mark.parametrize("which", ["tiny_rgb", "paper_size_model"])
+@pytest.mark.parametrize("which", ["tiny_rgb", "paper_size_model", "skip_model"])
 def test_network_outputs_identical_for_any_batch_and_threads(which, request):
     model = request.getfixturevalue(which)
     img = smooth_image(23, 29, 3, seed=3)
@@ -106,9 +115,10 @@ def test_round_trip_with_thread_counts(paper_size_model, threads):
         torch.set_num_threads(old)
 
 
-def test_export_close_to_float_model():
+@pytest.mark.parametrize("skip", [False, True])
+def test_export_close_to_float_model(skip):
     torch.manual_seed(0)
-    cfg = ModelConfig(width=32, mixtures=5)
+    cfg = ModelConfig(width=32, mixtures=5, skip=skip)
     model = PixelCNN(cfg)
     img = smooth_image(24, 24, 3, seed=6)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
@@ -141,6 +151,20 @@ def test_loader_refuses_models_that_could_round(tmp_path):
         exact.ExactModel(tensors, em.cfg)
 
 
+def test_skip_model_round_trips_and_refuses_version_1_arithmetic(skip_model):
+    img = smooth_image(17, 19, 3, seed=2)
+    payload = codec.encode_plane(skip_model, img, 8)
+    assert np.array_equal(codec.decode_plane(skip_model, payload, 17, 19, 8), img)
+    x = torch.zeros(4, skip_model.fan_in)
+    with pytest.raises(ModelError):
+        skip_model.forward(x, arithmetic=1)
+
+
+def test_skip_changes_the_model_id_but_not_older_models_ids():
+    assert "skip" not in ModelConfig().to_dict()  # older models keep their SHA-256 (their file id)
+    assert ModelConfig(skip=True).to_dict()["skip"] is True
+
+
 def test_corrupted_model_file_is_refused(tmp_path):
     data = bytearray((TEST_DATA / "tiny-gray.safetensors").read_bytes())
     data[-10] ^= 0xFF
@@ -165,9 +189,15 @@ def _numpy_forward32(model, x: np.ndarray) -> np.ndarray:
     """docs/format.md section 4, arithmetic 2, written with numpy float32 (IEEE) operations."""
     t = model.tensors
 
-    def layer(name, a, act=True):
+    def product(name, a):
         acc = (a.astype(np.int64) @ t[f"{name}.weight"].astype(np.int64)).astype(np.float32)  # exact ints
-        y = np.floor((acc * t[f"{name}.mul"].astype(np.float32)) + t[f"{name}.add"].astype(np.float32))
+        return acc * t[f"{name}.mul"].astype(np.float32)
+
+    def layer(name, a, act=True, skip=False):
+        y = product(name, a)
+        if skip:
+            y = y + product("skip", x)
+        y = np.floor(y + t[f"{name}.add"].astype(np.float32))
         return np.clip(y, t[f"{name}.lo"].astype(np.float32), t[f"{name}.hi"].astype(np.float32))
 
     h = layer("first", x)
@@ -175,10 +205,10 @@ def _numpy_forward32(model, x: np.ndarray) -> np.ndarray:
         r0, r1 = t[f"block{b}.residual"].astype(np.float32)
         u = layer(f"block{b}.conv2", layer(f"block{b}.conv1", layer(f"block{b}.conv0", h)))
         h = np.clip(np.floor((h * r0 + u * r1) + np.float32(0.5)), 0, 255)
-    return layer("out", layer("head", h), act=False)
+    return layer("out", layer("head", h), act=False, skip=model.cfg.skip)
 
 
-@pytest.mark.parametrize("which", ["tiny_rgb", "paper_size_model"])
+@pytest.mark.parametrize("which", ["tiny_rgb", "paper_size_model", "skip_model"])
 def test_float32_arithmetic_matches_an_independent_numpy_reference(which, request):
     model = request.getfixturevalue(which)
     img = smooth_image(24, 20, model.cfg.channels, seed=5)

@@ -70,18 +70,21 @@ def test_evaluation_sets_are_refused(tmp_path):
         Trainer(TrainConfig(data=["kodak"], steps=1), tmp_path / "run")
 
 
-def test_cli_train_then_export(image_folder, tmp_path):
+@pytest.mark.parametrize("skip", [False, True])
+def test_cli_train_then_export(image_folder, tmp_path, skip):
     from click.testing import CliRunner
 
+    from nelloc import exact
     from nelloc.cli import main
 
     run = tmp_path / "run"
     r = CliRunner().invoke(main, ["train", str(run), "--data", str(image_folder), "--width", "8", "--mixtures", "2",
-                                  "--crop", "12", "--batch", "2", "--steps", "4", "-q"])
+                                  "--crop", "12", "--batch", "2", "--steps", "4", "-q"] + (["--skip"] if skip else []))
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["export", str(run), "--name", "cli-model", "--out-dir", str(tmp_path / "m")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "m" / "cli-model.safetensors").exists() and (tmp_path / "m" / "cli-model.json").exists()
+    assert exact.ExactModel.load(tmp_path / "m" / "cli-model.safetensors").cfg.skip is skip
 
 
 def test_warm_started_full_model_starts_as_the_local_model():
@@ -112,3 +115,18 @@ def test_warm_start_of_a_local_model_from_a_local_model_is_a_copy():
     a, b = PixelCNN(cfg), PixelCNN(cfg)
     warm_start(b, a)
     assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+
+
+def test_a_skip_model_warm_started_from_the_same_model_without_skip_starts_equal():
+    from nelloc.model import ModelConfig, PixelCNN
+    from nelloc.train import warm_start
+
+    torch.manual_seed(2)
+    cfg = ModelConfig(channels=3, width=16, mixtures=4, res_blocks=1, kind="local")
+    plain, with_skip = PixelCNN(cfg), PixelCNN(ModelConfig(**{**cfg.to_dict(), "skip": True}))
+    x = torch.randint(0, 256, (2, 3, 12, 12)).float()
+    warm_start(with_skip, plain)
+    assert torch.equal(with_skip.skip, torch.zeros_like(with_skip.skip))
+    assert torch.equal(with_skip.bits(x), plain.bits(x))
+    with_skip.bits(x).sum().backward()
+    assert with_skip.skip.grad.abs().sum() > 0  # and it learns from the first step
