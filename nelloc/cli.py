@@ -450,10 +450,12 @@ def models_cmd() -> None:
 @click.option("--init-from", default="", help="Start from this run: a full model from a 1-block local run (OOD "
               "pairs), or a --skip local model from the same model without it.")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--amp", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="bfloat16 mixed precision in the float phase (auto: on CUDA only).")
 @click.option("--threads", type=int, default=0, help="torch threads (0 = default).")
 @click.option("-q", "--quiet", is_flag=True)
 def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, skip, crop, batch, lr, steps, qat_start,
-          grad_clip, init_from, device, threads, quiet) -> None:
+          grad_clip, init_from, device, amp, threads, quiet) -> None:
     """Train (or resume, if RUN_DIR has a checkpoint) a model on staged data."""
     from nelloc.model import ModelConfig
     from nelloc.train import TrainConfig, Trainer, load_run_config
@@ -464,7 +466,7 @@ def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, s
     else:
         model = ModelConfig(int(channels), horizon, res_blocks, width, mixtures, kind, skip)
         cfg = TrainConfig(list(data) or ["cifar10-train"], model, crop, batch, lr, steps, qat_start=qat_start,
-                          grad_clip=grad_clip, device=device, threads=threads, init_from=init_from)
+                          grad_clip=grad_clip, device=device, threads=threads, init_from=init_from, amp=amp)
     try:
         Trainer(cfg, run_dir).run(quiet=quiet)
     except (FileNotFoundError, ValueError) as exc:

@@ -192,6 +192,10 @@ class PixelCNN(nn.Module):
             fan_in = len(causal_offsets(cfg.horizon)) * (cfg.channels + 1)
             self.skip = nn.Parameter(torch.zeros(cfg.out_channels, fan_in))
         self.quantize = cfg.kind == "local"
+        self.amp = False  # bfloat16 autocast for the trunk (training on CUDA); see raw_outputs
+
+    def _autocast(self, x: torch.Tensor, enabled: bool):
+        return torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def raw_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) grey levels 0..255 (float) -> (B, H, W, out_channels) raw outputs."""
@@ -199,15 +203,21 @@ class PixelCNN(nn.Module):
         valid = torch.ones_like(x[:, :1])
         # centred inputs (measured: ~0.3 bpd better early in training); zero padding => validity 0
         h = torch.cat([(x - INPUT_CENTRE) / INPUT_CENTRE, valid], dim=1)
+        # Mixed precision only for the trunk and never with fake quantisation (bfloat16 cannot hold
+        # the integer grid the exact model reproduces); the last layer stays float32 because a mean
+        # of ~200 grey levels needs more than bfloat16's 8 significant bits.
+        amp = self.amp and not q
         if self.cfg.kind == "local":
-            return self._local_outputs(h, q)
-        h = self.first_act(self.first(h, q), q)
-        for block in self.blocks:
-            h = block(h, q)
-        h = self.head_act(self.head(h, q), q)
-        return self.out(h, q).permute(0, 2, 3, 1)
+            return self._local_outputs(h, q, amp)
+        with self._autocast(h, amp):
+            h = self.first_act(self.first(h, q), q)
+            for block in self.blocks:
+                h = block(h, q)
+            h = self.head_act(self.head(h, q), q)
+        with self._autocast(h, False):
+            return self.out(h.float(), q).permute(0, 2, 3, 1)
 
-    def _local_outputs(self, h: torch.Tensor, q: bool) -> torch.Tensor:
+    def _local_outputs(self, h: torch.Tensor, q: bool, amp: bool = False) -> torch.Tensor:
         """The local model as what it is: a gather of the 24 causal neighbours, then a per-pixel
         MLP (matmuls in channels-last layout; ~2x faster to train than masked convolutions)."""
         hz = self.cfg.horizon
@@ -218,22 +228,23 @@ class PixelCNN(nn.Module):
         w = self.first.weight * self.first.mask
         w = quantize_weight(w) if q else w
         w0 = torch.stack([w[:, :, hz + dy, hz + dx] for dy, dx in offsets], dim=1)  # (out, taps, cin)
-        a = self.first_act(taps.reshape(b, hh, ww, -1) @ w0.reshape(w0.shape[0], -1).t() + self.first.bias, q)
-
         def dense(conv: MaskedConv, t: torch.Tensor) -> torch.Tensor:
             wt = quantize_weight(conv.weight) if q else conv.weight
             return t @ wt[:, :, 0, 0].t() + conv.bias
 
-        for block in self.blocks:
-            t = a
-            for conv, act in zip(block.convs, block.acts):
-                t = act(dense(conv, t), q)
-            a = block.out_act(a + t, q)
-        a = self.head_act(dense(self.head, a), q)
-        out = dense(self.out, a)
-        if self.cfg.skip:
-            ws = quantize_weight(self.skip) if q else self.skip
-            out = out + taps.reshape(b, hh, ww, -1) @ ws.t()
+        with self._autocast(h, amp):
+            a = self.first_act(taps.reshape(b, hh, ww, -1) @ w0.reshape(w0.shape[0], -1).t() + self.first.bias, q)
+            for block in self.blocks:
+                t = a
+                for conv, act in zip(block.convs, block.acts):
+                    t = act(dense(conv, t), q)
+                a = block.out_act(a + t, q)
+            a = self.head_act(dense(self.head, a), q)
+        with self._autocast(h, False):
+            out = dense(self.out, a.float())
+            if self.cfg.skip:
+                ws = quantize_weight(self.skip) if q else self.skip
+                out = out + taps.reshape(b, hh, ww, -1) @ ws.t()
         return out
 
     def mixture_params(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -39,6 +39,7 @@ class TrainConfig:
     threads: int = 0  # 0 = torch default
     device: str = "cpu"
     init_from: str = ""  # a local run whose model starts this full model (see warm_start)
+    amp: str = "auto"  # bfloat16 autocast of the trunk in the float phase: "auto" (on CUDA), "on", "off"
 
     @classmethod
     def from_overrides(cls, overrides: dict) -> "TrainConfig":
@@ -117,6 +118,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.device = torch.device(cfg.device)
         self.model = PixelCNN(cfg.model).to(self.device)
+        if cfg.amp not in ("auto", "on", "off"):
+            raise ValueError(f"amp must be auto, on or off, not {cfg.amp!r}")
+        self.model.amp = cfg.amp == "on" or (cfg.amp == "auto" and self.device.type == "cuda")
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.sampler, self.val = build_samplers(cfg)
         self.step = 0

@@ -130,3 +130,34 @@ def test_a_skip_model_warm_started_from_the_same_model_without_skip_starts_equal
     assert torch.equal(with_skip.bits(x), plain.bits(x))
     with_skip.bits(x).sum().backward()
     assert with_skip.skip.grad.abs().sum() > 0  # and it learns from the first step
+
+
+@pytest.mark.parametrize("kind", ["local", "full"])
+def test_mixed_precision_trunk_is_close_to_float_and_off_under_fake_quantisation(kind):
+    from nelloc.model import PixelCNN
+
+    torch.manual_seed(3)
+    model = PixelCNN(ModelConfig(width=16, mixtures=3, res_blocks=2, kind=kind, skip=kind == "local"))
+    x = torch.from_numpy(smooth_image(12, 14, 3, seed=1)).permute(2, 0, 1)[None].float()
+    model.quantize = False
+    exact_float = model.bits(x)
+    model.amp = True
+    mixed = model.bits(x)
+    assert mixed.dtype == torch.float32 and torch.allclose(mixed, exact_float, rtol=0.02)
+    if kind == "local":  # fake quantisation ignores amp: the integer grid needs float32
+        model.train()
+        model.quantize = True
+        with_amp = model.bits(x)
+        model.amp = False
+        assert torch.equal(with_amp, model.bits(x))
+
+
+def test_training_with_mixed_precision_reduces_loss(image_folder, tmp_path):
+    trainer = Trainer(tiny_config(image_folder, steps=20, amp="on"), tmp_path / "run")
+    assert trainer.model.amp
+    first = trainer.validate()
+    trainer.run(quiet=True)
+    assert trainer.validate() < first
+    assert not Trainer(tiny_config(image_folder, amp="auto"), tmp_path / "cpu").model.amp  # auto: CUDA only
+    with pytest.raises(ValueError):
+        Trainer(tiny_config(image_folder, amp="maybe"), tmp_path / "bad")
