@@ -294,7 +294,8 @@ def load_float_model(run_dir: str | Path, which: str = "best") -> PixelCNN:
 
 
 def evaluate_exact(name: str, sets: list[str], limit: int | None = None, tile: int | None = None) -> dict:
-    """Actual compressed size (bits per sub-pixel) of installed model ``name`` on named sets."""
+    """Actual compressed size (bits per sub-pixel) of model ``name`` (installed name or a
+    ``.safetensors`` path) on named sets."""
     from nelloc import api, zoo
 
     model = zoo.load(name)
@@ -363,7 +364,7 @@ def export_run(run_dir: str | Path, name: str, out_dir: str | Path, evaluate: li
         "parameters": count_parameters(model),
         "file_bytes": path.stat().st_size,
         "training": run_summary(run_dir),
-        "evaluation": {"bits_per_subpixel_actual_files": evaluate_exact(name, evaluate, limit) if evaluate else {},
+        "evaluation": {"bits_per_subpixel_actual_files": evaluate_exact(str(path), evaluate, limit) if evaluate else {},
                        "limit_per_set": limit},
     }
     (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")

@@ -65,6 +65,21 @@ def test_export_round_trips_through_the_codec(image_folder, tmp_path):
     assert abs(8 * len(payload) - fbits) / fbits < 0.02
 
 
+def test_export_card_evaluates_the_exported_file_not_an_installed_namesake(image_folder, tmp_path, tiny_models):
+    from PIL import Image
+
+    import nelloc
+
+    Trainer(tiny_config(image_folder), tmp_path / "run").run(quiet=True)
+    card = export_run(tmp_path / "run", "rgb", tmp_path / "models", evaluate=[str(image_folder)])
+    new = tmp_path / "models" / "rgb.safetensors"
+    imgs = [np.asarray(Image.open(p)) for p in sorted(image_folder.glob("*.png"))]
+    bits = sum(8 * len(nelloc.compress(im, model=str(new))) for im in imgs) / sum(im.size for im in imgs)
+    installed = sum(8 * len(nelloc.compress(im, model="rgb")) for im in imgs) / sum(im.size for im in imgs)
+    assert bits != installed  # the tiny installed "rgb" is a different model
+    assert card["evaluation"]["bits_per_subpixel_actual_files"][str(image_folder)]["bits_per_subpixel"] == round(bits, 4)
+
+
 def test_evaluation_sets_are_refused(tmp_path):
     with pytest.raises(ValueError, match="evaluation set"):
         Trainer(TrainConfig(data=["kodak"], steps=1), tmp_path / "run")
