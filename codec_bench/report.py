@@ -157,8 +157,13 @@ def merge_results(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         rows[row["name"]] = {**row, "remeasured": provenance}
     merged = {k: v for k, v in base.items() if k not in ("per_image", "_path")}
     merged["results"] = list(rows.values())
-    merged["remeasured"] = [*base.get("remeasured", []),
-                            {"codecs": [r["name"] for r in new["results"]], **provenance}]
+    replaced = {r["name"] for r in new["results"]}
+    earlier = []  # an earlier re-measurement stays listed only for rows it still provides
+    for entry in base.get("remeasured", []):
+        still = [c for c in entry["codecs"] if c not in replaced]
+        if still:
+            earlier.append({**entry, "codecs": still})
+    merged["remeasured"] = [*earlier, {"codecs": sorted(replaced), **provenance}]
     return merged
 
 

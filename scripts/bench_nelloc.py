@@ -148,6 +148,7 @@ def cmd_speed(args) -> None:
         cfg = model.cfg
         fan0 = 24 * (cfg.channels + 1)
         macs = fan0 * cfg.width + cfg.res_blocks * 3 * cfg.width**2 + cfg.width**2 + cfg.width * cfg.out_channels
+        macs += fan0 * cfg.out_channels if cfg.skip else 0
         rows.append({"model": name, "width": cfg.width, "res_blocks": cfg.res_blocks, "macs_per_pixel": macs,
                      "encode_mp_s": mp / statistics.median(enc), "decode_mp_s": mp / statistics.median(dec),
                      "bpsp": 8 * len(payload) / img.size})

@@ -238,6 +238,9 @@ def test_merge_replaces_one_codecs_rows_and_keeps_their_command(tmp_path: Path) 
     md = tmp_path / "benchmarks.md"
     assert main(["docs", str(merged_path), "--out", str(md), "--no-plots"]) == 0
     assert "Re-measured later: png" in md.read_text()
+    again = tmp_path / "again.json"  # a second re-measurement of png supersedes the first one's note
+    assert main(["merge", str(merged_path), str(new / "results.json"), "--out", str(again)]) == 0
+    assert [e["codecs"] for e in json.loads(again.read_text())["remeasured"]] == [["png"]]
     other = tmp_path / "other"
     assert main(["run", "--dataset", str(folder), "--codecs", "png", "--limit", "1", "--out", str(other), "--repeat", "1", "-q"]) == 0
     assert main(["merge", str(merged_path), str(other / "results.json")]) == 2  # different image count
