@@ -191,15 +191,10 @@ class ExactModel:
         cfg = self.cfg
         if cfg.kind != "local" or cfg.channels not in (1, 3):
             raise ModelError("exact models must be local with 1 or 3 channels")
-        fan_in = len(causal_offsets(cfg.horizon)) * (cfg.channels + 1)
+        fan_in = cfg.fan_in
         try:
             for name in self._layer_names():
-                w = self.tensors[f"{name}.weight"]
-                if w.dtype != np.int8 or np.abs(w.astype(np.int64)).max() > WEIGHT_QMAX:
-                    raise ModelError(f"layer {name}: weights must be int8 in [-127, 127]")
-                acc_max = np.abs(w.astype(np.int64)).sum(axis=0) * ACT_QMAX
-                if acc_max.max() >= 2**24:
-                    raise ModelError(f"layer {name}: sums can reach 2**24, float32 would round")
+                acc_max = _checked_sum_bound(f"layer {name}", self.tensors[f"{name}.weight"], ACT_QMAX)
                 mul, add = self.tensors[f"{name}.mul"], self.tensors[f"{name}.add"]
                 _, e = np.frexp(mul)
                 exps = MUL_BITS + 1 - e.astype(np.int64)
@@ -210,25 +205,17 @@ class ExactModel:
                         raise ModelError(f"layer {name}: multipliers are not dyadic")
                 if name != "out" and ((self.tensors[f"{name}.lo"] != 0).any() or (self.tensors[f"{name}.hi"] != ACT_QMAX).any()):
                     raise ModelError(f"layer {name}: hidden activations must be clamped to 0..{ACT_QMAX}")
-                for arr in (mul, add):
-                    a32 = np.abs(arr.astype(np.float32))
-                    if not ((a32 == 0) | ((a32 >= MIN_NORMAL) & (a32 < 2**100))).all():
-                        raise ModelError(f"layer {name}: constants out of the float32 normal range")
+                _check_float32_constants(f"layer {name}", mul, add)
             for b in range(cfg.res_blocks):
                 r32 = np.abs(self.tensors[f"block{b}.residual"].astype(np.float32))
                 if not ((r32 >= MIN_NORMAL) & (r32 < 2**100)).all():
                     raise ModelError(f"block {b}: residual constants out of range")
             if cfg.skip:
                 ws, ms = self.tensors["skip.weight"], self.tensors["skip.mul"]
-                if ws.dtype != np.int8 or np.abs(ws.astype(np.int64)).max() > WEIGHT_QMAX:
-                    raise ModelError("skip: weights must be int8 in [-127, 127]")
+                _checked_sum_bound("skip", ws, INPUT_CENTRE)
                 if ws.shape != (fan_in, cfg.out_channels) or ms.shape != (cfg.out_channels,):
                     raise ModelError("skip: shape does not match the configuration")
-                if (np.abs(ws.astype(np.int64)).sum(axis=0) * INPUT_CENTRE).max() >= 2**24:
-                    raise ModelError("skip: sums can reach 2**24, float32 would round")
-                m32 = np.abs(ms.astype(np.float32))
-                if not ((m32 == 0) | ((m32 >= MIN_NORMAL) & (m32 < 2**100))).all():
-                    raise ModelError("skip: constants out of the float32 normal range")
+                _check_float32_constants("skip", ms)
             if self.tensors["first.weight"].shape[0] != fan_in:
                 raise ModelError("first layer does not match the configured horizon")
             if self.tensors["out.weight"].shape[1] != cfg.out_channels:
@@ -339,6 +326,25 @@ class ExactModel:
         if c == 3:
             res["coeffs"] = parts["coeff"].reshape(n, 3, k)
         return res
+
+
+def _checked_sum_bound(what: str, w: np.ndarray, max_input: float) -> np.ndarray:
+    """Check int8 weights in [-127, 127] whose sums with inputs up to ``max_input`` in magnitude stay
+    below 2**24 (exact in float32); returns each output's bound on |acc|."""
+    if w.dtype != np.int8 or np.abs(w.astype(np.int64)).max() > WEIGHT_QMAX:
+        raise ModelError(f"{what}: weights must be int8 in [-127, 127]")
+    acc_max = np.abs(w.astype(np.int64)).sum(axis=0) * max_input
+    if acc_max.max() >= 2**24:
+        raise ModelError(f"{what}: sums can reach 2**24, float32 would round")
+    return acc_max
+
+
+def _check_float32_constants(what: str, *arrays: np.ndarray) -> None:
+    """Constants must be 0 or normal binary32 numbers >= MIN_NORMAL, so no product is subnormal."""
+    for arr in arrays:
+        a32 = np.abs(arr.astype(np.float32))
+        if not ((a32 == 0) | ((a32 >= MIN_NORMAL) & (a32 < 2**100))).all():
+            raise ModelError(f"{what}: constants out of the float32 normal range")
 
 
 def _residual64(h: torch.Tensor, t: torch.Tensor, r0: float, r1: float) -> torch.Tensor:

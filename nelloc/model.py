@@ -47,6 +47,11 @@ class ModelConfig:
         return 1 + 2 * c + (3 if c == 3 else 0)
 
     @property
+    def fan_in(self) -> int:
+        """Inputs of the first layer of a local model: (channels + 1) values per causal position."""
+        return len(causal_offsets(self.horizon)) * (self.channels + 1)
+
+    @property
     def out_channels(self) -> int:
         return self.mixtures * self.params_per_component
 
@@ -189,8 +194,7 @@ class PixelCNN(nn.Module):
         if cfg.skip:
             if cfg.kind != "local":
                 raise ValueError("the linear skip exists only in local models")
-            fan_in = len(causal_offsets(cfg.horizon)) * (cfg.channels + 1)
-            self.skip = nn.Parameter(torch.zeros(cfg.out_channels, fan_in))
+            self.skip = nn.Parameter(torch.zeros(cfg.out_channels, cfg.fan_in))
         self.quantize = cfg.kind == "local"
         self.amp = False  # bfloat16 autocast for the trunk (training on CUDA); see raw_outputs
 

@@ -254,6 +254,30 @@ def _bits(model: PixelCNN, x: torch.Tensor) -> np.ndarray:
     return (-model.log_prob(x).double().flatten(1).sum(1) / LN2).cpu().numpy()
 
 
+def images_bits(models: Sequence[PixelCNN], imgs: Sequence[np.ndarray], batch: int = 256, device: str = "cpu",
+                progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS, desc: str = "bits") -> list[np.ndarray]:
+    """Code length in bits of every image (uint8, in the models' channels) under each model, in
+    input order.  Images of one size are batched (at most ``batch`` images and ``max_pixels`` pixels
+    per forward pass) and only per-image sums are kept, so memory is bounded by one batch."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, im in enumerate(imgs):
+        groups[im.shape].append(i)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+    models = [m.to(dev) for m in models]
+    bits = [np.empty(len(imgs)) for _ in models]
+    bar = tqdm(total=len(imgs), desc=desc, unit="img", disable=not progress or None, leave=False)
+    for shape, idx in groups.items():
+        per = max(1, min(batch, max_pixels // (shape[0] * shape[1])))
+        for s in range(0, len(idx), per):
+            chunk = idx[s : s + per]
+            x = _to_tensor([imgs[i] for i in chunk]).to(dev)
+            for model, out in zip(models, bits):
+                out[chunk] = _bits(model, x)
+            bar.update(len(chunk))
+    bar.close()
+    return bits
+
+
 def score_images(images: Iterable[np.ndarray] | np.ndarray, pair: ModelPair | str, batch: int = 256,
                  device: str = "cpu", progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, np.ndarray]:
     """Score every image under both members of ``pair``.
@@ -273,26 +297,10 @@ def score_images(images: Iterable[np.ndarray] | np.ndarray, pair: ModelPair | st
     """
     if isinstance(pair, str):
         pair = load_pair(pair)
-    ch = pair.channels
-    imgs = [to_channels(im, ch) for im in images]
-    n = len(imgs)
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for i, im in enumerate(imgs):
-        groups[im.shape].append(i)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
-    full, local = pair.full.to(dev), pair.local.to(dev)
-    bits_f, bits_l = np.empty(n), np.empty(n)
+    imgs = [to_channels(im, pair.channels) for im in images]
+    bits_f, bits_l = images_bits([pair.full, pair.local], imgs, batch, device, progress, max_pixels,
+                                 desc=f"ood {pair.name}")
     dims = np.array([im.size for im in imgs], dtype=np.int64)
-    bar = tqdm(total=n, desc=f"ood {pair.name}", unit="img", disable=not progress or None, leave=False)
-    for shape, idx in groups.items():
-        per = max(1, min(batch, max_pixels // (shape[0] * shape[1])))
-        for s in range(0, len(idx), per):
-            chunk = idx[s : s + per]
-            x = _to_tensor([imgs[i] for i in chunk]).to(dev)
-            bits_f[chunk] = _bits(full, x)
-            bits_l[chunk] = _bits(local, x)
-            bar.update(len(chunk))
-    bar.close()
     score = bits_l - bits_f
     return {"bits_full": bits_f, "bits_local": bits_l, "bpd_full": bits_f / dims, "bpd_local": bits_l / dims,
             "score": score, "score_bpd": score / dims, "dims": dims}

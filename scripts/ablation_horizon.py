@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nelloc import data
+from nelloc import data, ood
 from nelloc.model import count_parameters
 from nelloc.train import TrainConfig, Trainer, load_float_model
 
@@ -29,19 +29,9 @@ EVAL_SETS = {"cifar10-test": 1000, "celeba": 1000, "kodak": None}
 PAPER = {2: (1.18, 3.38, 3.42), 3: (1.25, 3.28, 3.37), 4: (1.34, 3.26, 3.37), 5: (1.46, 3.25, 3.37)}
 
 
-@torch.no_grad()
-def float_bits_per_subpixel(model, images: list[np.ndarray], pixels_per_call: int = 2**16) -> float:
-    groups: dict[tuple, list[np.ndarray]] = {}
-    for im in images:
-        groups.setdefault(im.shape, []).append(im)
-    bits = subpixels = 0.0
-    for shape, ims in groups.items():
-        step = max(1, pixels_per_call // (shape[0] * shape[1]))
-        for i in range(0, len(ims), step):
-            x = torch.from_numpy(np.stack(ims[i : i + step])).permute(0, 3, 1, 2).float()
-            bits += float(model.bits(x).sum())
-            subpixels += x.numel()
-    return bits / subpixels
+def float_bits_per_subpixel(model, images: list[np.ndarray]) -> float:
+    (bits,) = ood.images_bits([model], images, max_pixels=2**16, progress=False)
+    return float(bits.sum()) / sum(im.size for im in images)
 
 
 def main() -> None:

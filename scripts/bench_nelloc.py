@@ -146,7 +146,7 @@ def cmd_speed(args) -> None:
             dec.append(t2 - t1)
         mp = img.shape[0] * img.shape[1] / 1e6
         cfg = model.cfg
-        fan0 = 24 * (cfg.channels + 1)
+        fan0 = cfg.fan_in
         macs = fan0 * cfg.width + cfg.res_blocks * 3 * cfg.width**2 + cfg.width**2 + cfg.width * cfg.out_channels
         macs += fan0 * cfg.out_channels if cfg.skip else 0
         rows.append({"model": name, "width": cfg.width, "res_blocks": cfg.res_blocks, "macs_per_pixel": macs,

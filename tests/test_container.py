@@ -34,11 +34,13 @@ GOLDEN_SOURCE = {"golden_rgb_skip": ("golden_rgb", "rgb-skip")}  # name: (source
 
 
 def golden_png(name: str) -> Path:
-    return TEST_DATA / f"{GOLDEN_SOURCE.get(name, (name, None))[0]}.png"
+    source, _ = GOLDEN_SOURCE.get(name, (name, None))
+    return TEST_DATA / f"{source}.png"
 
 
 def golden_compress(name: str) -> bytes:
-    return nelloc.compress(golden_png(name), tile=GOLDEN[name], model=GOLDEN_SOURCE.get(name, (None, None))[1])
+    _, model = GOLDEN_SOURCE.get(name, (name, None))
+    return nelloc.compress(golden_png(name), tile=GOLDEN[name], model=model)
 
 
 # -- serialisation -------------------------------------------------------------------------------
