@@ -218,7 +218,7 @@ def main() -> None:
 @click.option("-o", "--output", help="Output file (one input only).")
 @click.option("--out-dir", help="Folder for the outputs (default: beside each input).")
 @click.option("--model", help="Model for the colour / grey planes (default: rgb or gray).")
-@click.option("--tile", type=click.IntRange(0, 65536), default=None, help="Tile size in pixels (0 = untiled; default 64).")
+@click.option("--tile", type=click.IntRange(0, 65536), default=None, help="Tile size in pixels (0 = untiled; default 96).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads (default: all cores); never changes the output.")

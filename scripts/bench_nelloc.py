@@ -4,6 +4,7 @@
     python scripts/bench_nelloc.py tiles --dataset kodak --tiles 0,16,32,64,128 [--limit N]
     python scripts/bench_nelloc.py speed --image kodak/kodim23.png --models rgb,paper [--repeat 3]
     python scripts/bench_nelloc.py batch --dataset cifar10-test --limit 200 [--model rgb]
+    python scripts/bench_nelloc.py tile-speed --image kodak/kodim23.png --tiles 64,96,128 --sizes 128,256,512,0 --threads 1,2
     python scripts/bench_nelloc.py matmul
 
 Every sub-command prints a Markdown table and writes JSON to results/ (machine, versions, command).
@@ -165,6 +166,41 @@ def cmd_speed(args) -> None:
                    "matmul_gflops": peak, "rows": rows})
 
 
+def cmd_tile_speed(args) -> None:
+    """Decode time against tile size, image size and torch threads.  The configurations are
+    interleaved within each repeat, so a slow spell of a shared VM hits all of them alike."""
+    model = zoo.load(args.model)
+    full = np.asarray(nelloc.api.to_image(data.data_root() / args.image).convert("RGB"))
+    sizes = [int(v) for v in args.sizes.split(",")]
+    tiles = [int(v) for v in args.tiles.split(",")]
+    threads = [int(v) for v in args.threads.split(",")]
+    cases = []
+    for size in sizes:
+        img = np.ascontiguousarray(full if size == 0 else full[:size, :size])
+        for t in tiles:
+            cases.append((img, t, codec.encode_plane(model, img, t)))
+    times: dict[tuple, list[float]] = {}
+    old = torch.get_num_threads()
+    for _ in range(args.repeat):
+        for img, t, payload in cases:
+            for n in threads:
+                torch.set_num_threads(n)
+                t0 = time.perf_counter()
+                back = codec.decode_plane(model, payload, img.shape[0], img.shape[1], t, "cpu")
+                times.setdefault((img.shape[:2], t, n), []).append(time.perf_counter() - t0)
+                assert np.array_equal(back, img)
+    torch.set_num_threads(old)
+    rows = []
+    print("\n| image | tile | pixels per step | torch threads | decode s (median) | decode MP/s |\n|---|---|---|---|---|---|")
+    for (shape, t, n), ts in times.items():
+        steps = codec.TileGrid(shape[0], shape[1], t, model.cfg.horizon, model.cfg.channels).num_steps
+        med = statistics.median(ts)
+        rows.append({"height": shape[0], "width": shape[1], "tile": t, "threads": n, "steps": steps,
+                     "decode_s": ts, "median_decode_s": med, "decode_mp_s": shape[0] * shape[1] / 1e6 / med})
+        print(f"| {shape[1]}x{shape[0]} | {t} | {shape[0] * shape[1] // steps} | {n} | {med:.3f} | {rows[-1]['decode_mp_s']:.4f} |")
+    save("tile-speed", {"image": args.image, "model": args.model, "repeat": args.repeat, "rows": rows})
+
+
 def cmd_batch(args) -> None:
     """Small images: one at a time vs one batched wavefront (encode_planes / decode_planes)."""
     model = zoo.load(args.model)
@@ -224,6 +260,13 @@ def main() -> None:
     s.add_argument("--paper-run")
     s.add_argument("--tile", type=int, default=codec.DEFAULT_TILE)
     s.add_argument("--repeat", type=int, default=3)
+    ts = sub.add_parser("tile-speed")
+    ts.add_argument("--image", default="kodak/kodim23.png")
+    ts.add_argument("--model", default="rgb")
+    ts.add_argument("--tiles", default="64,96,128")
+    ts.add_argument("--sizes", default="128,256,512,0", help="square crops of the image; 0 = the whole image")
+    ts.add_argument("--threads", default="2")
+    ts.add_argument("--repeat", type=int, default=5)
     sub.add_parser("matmul")
     b = sub.add_parser("batch")
     b.add_argument("--dataset", default="cifar10-test")
@@ -234,7 +277,8 @@ def main() -> None:
     if args.cmd == "matmul":
         print(f"{matmul_gflops():.1f} GFLOP/s")
         return
-    {"roundtrip": cmd_roundtrip, "tiles": cmd_tiles, "speed": cmd_speed, "batch": cmd_batch}[args.cmd](args)
+    {"roundtrip": cmd_roundtrip, "tiles": cmd_tiles, "speed": cmd_speed, "batch": cmd_batch,
+     "tile-speed": cmd_tile_speed}[args.cmd](args)
 
 
 if __name__ == "__main__":
