@@ -183,6 +183,8 @@ class Trainer:
 
     def train_step(self) -> float:
         self.model.quantize = self.quantizing(self.step)
+        if self.model.quantize and not self.quantizing(self.step - 1):
+            self._forget_best()
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
         x = self.sampler.batch(self.cfg.batch)
@@ -194,6 +196,12 @@ class Trainer:
         self.opt.step()
         self.step += 1
         return float(loss.detach())
+
+    def _forget_best(self) -> None:
+        """A new fake-quantisation phase begins (the first, or that of an extension leg): the best
+        model of an earlier phase is no candidate for export any more."""
+        self.best_val = math.inf
+        (self.run_dir / "best_model.pt").unlink(missing_ok=True)
 
     def log(self, record: dict) -> None:
         with open(self.run_dir / "log.jsonl", "a") as f:

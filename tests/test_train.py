@@ -50,6 +50,21 @@ def test_resume_reproduces_the_next_step(image_folder, tmp_path):
         assert torch.equal(pa, pb)
 
 
+def test_an_extension_leg_forgets_the_best_model_of_the_previous_leg(image_folder, tmp_path):
+    trainer = Trainer(tiny_config(image_folder, steps=12), tmp_path / "run")
+    trainer.run(quiet=True)  # quantising from step 6: best_model.pt from this leg's validations
+    assert (tmp_path / "run" / "best_model.pt").exists() and trainer.best_val < float("inf")
+    cfg = tiny_config(image_folder, steps=24)  # leg 2
+    cfg.qat_start = 0.75  # -> from step 18; steps 12-17 train in float
+    leg2 = Trainer(cfg, tmp_path / "run")
+    leg2.run(steps=18, quiet=True)
+    assert (tmp_path / "run" / "best_model.pt").exists()  # still the best quantised model so far
+    leg2.train_step()  # step 18: the first quantised step of leg 2
+    assert not (tmp_path / "run" / "best_model.pt").exists() and leg2.best_val == float("inf")
+    leg2.run(quiet=True)
+    assert (tmp_path / "run" / "best_model.pt").exists() and leg2.best_val < float("inf")
+
+
 def test_export_round_trips_through_the_codec(image_folder, tmp_path):
     Trainer(tiny_config(image_folder), tmp_path / "run").run(quiet=True)
     card = export_run(tmp_path / "run", "t", tmp_path / "models", evaluate=[])
