@@ -7,8 +7,10 @@ and what a log-linear trend says about the steps a target needs:
 Each snapshot is ``RUN_DIR:CUMULATIVE_STEPS`` (a run folder with ``last.pt``; an extension leg's
 steps counted on top of the run it started from).  Prints bits per sub-pixel of the float model and
 of the fake-quantised one (what export turns into the exact model; "-" if the snapshot never
-quantised), then fits ``bpsp = a + b * log2(steps)`` through the points marked as leg ends (``--ends``,
-default: all) and solves for ``--target``.  A log-linear fit is a rough guide over a few doublings;
+quantised), then fits ``bpsp = a + b * log2(steps)`` to the model's likelihood (the fake-quantised one
+where there is one: a snapshot trained with fake quantisation is that model, and its weights without
+the rounding score worse) through the points marked as leg ends (``--ends``, default: all) and solves
+for ``--target``.  A log-linear fit is a rough guide over a few doublings;
 the script says so beside the number.  Writes JSON to ``--out``; snapshots already measured in an
 existing ``--out`` (same set and image count) are taken from it, not evaluated again.
 """
@@ -74,14 +76,14 @@ def main() -> None:
     fit = [r for r in rows if r["steps"] in ends]
     if len(fit) >= 2:
         x = np.log2([r["steps"] for r in fit])
-        y = np.array([r["float_bpsp"] for r in fit])
+        y = np.array([r.get("quantised_bpsp", r["float_bpsp"]) for r in fit])
         b, a = np.polyfit(x, y, 1)
         result["fit"] = {"points": [r["steps"] for r in fit], "bpsp_per_doubling": b, "intercept": a}
         print(f"\nlog-linear fit through steps {[r['steps'] for r in fit]}: {b:+.4f} bits/sub-pixel per doubling of steps")
         if args.target is not None and b < 0:
             need = 2 ** ((args.target - a) / b)
             result["fit"].update(target=args.target, steps_needed=need)
-            print(f"float likelihood {args.target} would need ~{need:,.0f} steps "
+            print(f"likelihood {args.target} would need ~{need:,.0f} steps "
                   f"({math.log2(need / fit[-1]['steps']):.1f} more doublings) if the trend held, which it "
                   "need not over that range")
     if args.out:
