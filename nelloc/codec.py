@@ -198,6 +198,9 @@ def plane_code_length(model: ExactModel, pixels: np.ndarray, tile: int = DEFAULT
         return sum(mx.code_length_bits(c, s) for s, c in _coded_chunks(model, pixels, tile, device))
 
 
+SMALL_STEP = 96  # below this many pixels per step on average, decode with one torch thread (as fast
+#   or faster up to ~50 pixels per step; two threads win from ~100: docs/codec.md)
+
 
 @dataclass(frozen=True)
 class PlaneJob:
@@ -256,9 +259,10 @@ def decode_planes(
     stacks = [_Stack(TileGrid(h, w, t, model.cfg.horizon, c_total), members, dev)
               for (h, w, t), members in geometry.items()]
     num_steps = max((st.grid.num_steps for st in stacks), default=0)
-    # all torch threads, even for small steps: measured faster at 25 to 1,228 pixels per step
-    for s in range(num_steps):
-        _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic)
+    pixels = sum(job.height * job.width for job in jobs)
+    with _torch_threads(1 if pixels < SMALL_STEP * max(num_steps, 1) else torch.get_num_threads()):
+        for s in range(num_steps):
+            _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic)
     results: list[np.ndarray | BadStreamError] = [None] * len(jobs)  # type: ignore[list-item]
     for st in stacks:
         for k, i in enumerate(st.members):
