@@ -2,9 +2,10 @@
 
 Why it is exact on every machine (CPU, CUDA, any BLAS, batch size or thread count):
 
-* every matmul multiplies int8-valued weights (|w| <= 127) by 8-bit activations (0..255) in
-  float32; the exporter and the loader check that each output channel's sum of |w| * 255 is below
-  2**24, so every partial sum in any order is an exactly representable integer;
+* every matmul multiplies int8-valued weights (|w| <= 127) by integer activations (0..255, or
+  0..1023 for models with ``act_bits = 10``; inputs -128..128) in float32; the loader checks that
+  each output channel's sum of |w| * (largest input) is below 2**24, so every partial sum in any
+  order is an exactly representable integer;
 * re-quantisation between layers (arithmetic 2, format version 2) is
   ``floor(fl32(fl32(acc * mul) + add))``: one float32 multiply and one float32 add, each a separate
   elementwise operation, which IEEE 754 defines to the bit (round to nearest even; no fused
@@ -30,7 +31,7 @@ from safetensors.numpy import save_file
 
 from nelloc import mixture as mx
 from nelloc.errors import ModelError
-from nelloc.model import ACT_QMAX, INPUT_CENTRE, PARAM_SPECS, WEIGHT_QMAX, ModelConfig, PixelCNN, causal_offsets
+from nelloc.model import INPUT_CENTRE, PARAM_SPECS, WEIGHT_QMAX, ModelConfig, PixelCNN, causal_offsets
 from nelloc.model import output_layout, weight_scale
 
 FORMAT = "nelloc-exact-1"
@@ -82,6 +83,7 @@ def export(model: PixelCNN) -> dict[str, np.ndarray]:
     if not model.is_calibrated():
         raise ModelError("model was never trained with fake quantisation; nothing to export")
     tensors: dict[str, np.ndarray] = {}
+    qmax = cfg.act_qmax
 
     def put(prefix: str, layer: Layer) -> None:
         for field in ("weight", "mul", "add", "lo", "hi"):
@@ -95,7 +97,7 @@ def export(model: PixelCNN) -> dict[str, np.ndarray]:
     s_in = 1.0 / INPUT_CENTRE
     s_out = model.first_act.scale
     bias = model.first.bias.detach().double().numpy()
-    put("first", _requant(w0, s_in * s_w / s_out, bias / s_out + 0.5, 0, ACT_QMAX))
+    put("first", _requant(w0, s_in * s_w / s_out, bias / s_out + 0.5, 0, qmax))
     s_in = s_out
 
     for b, block in enumerate(model.blocks):
@@ -104,7 +106,7 @@ def export(model: PixelCNN) -> dict[str, np.ndarray]:
             w, s_w = _int_weight(conv.weight * conv.mask)
             s_out = act.scale
             bias = conv.bias.detach().double().numpy()
-            put(f"block{b}.conv{i}", _requant(w[:, :, 0, 0].T, s_in * s_w / s_out, bias / s_out + 0.5, 0, ACT_QMAX))
+            put(f"block{b}.conv{i}", _requant(w[:, :, 0, 0].T, s_in * s_w / s_out, bias / s_out + 0.5, 0, qmax))
             s_in = s_out
         s_res = block.out_act.scale
         mul_x, _ = _dyadic(np.array([s_block_in / s_res]))
@@ -115,7 +117,7 @@ def export(model: PixelCNN) -> dict[str, np.ndarray]:
     w, s_w = _int_weight(model.head.weight * model.head.mask)
     s_out = model.head_act.scale
     bias = model.head.bias.detach().double().numpy()
-    put("head", _requant(w[:, :, 0, 0].T, s_in * s_w / s_out, bias / s_out + 0.5, 0, ACT_QMAX))
+    put("head", _requant(w[:, :, 0, 0].T, s_in * s_w / s_out, bias / s_out + 0.5, 0, qmax))
     s_in = s_out
 
     w, s_w = _int_weight(model.out.weight * model.out.mask)
@@ -191,10 +193,11 @@ class ExactModel:
         cfg = self.cfg
         if cfg.kind != "local" or cfg.channels not in (1, 3):
             raise ModelError("exact models must be local with 1 or 3 channels")
-        fan_in = cfg.fan_in
+        fan_in, qmax = cfg.fan_in, cfg.act_qmax
         try:
             for name in self._layer_names():
-                acc_max = _checked_sum_bound(f"layer {name}", self.tensors[f"{name}.weight"], ACT_QMAX)
+                largest_input = INPUT_CENTRE if name == "first" else qmax
+                acc_max = _checked_sum_bound(f"layer {name}", self.tensors[f"{name}.weight"], largest_input)
                 mul, add = self.tensors[f"{name}.mul"], self.tensors[f"{name}.add"]
                 _, e = np.frexp(mul)
                 exps = MUL_BITS + 1 - e.astype(np.int64)
@@ -203,8 +206,8 @@ class ExactModel:
                 for arr in (mul * 2.0**exps, add * 2.0**exps):
                     if not np.array_equal(arr, np.round(arr)):
                         raise ModelError(f"layer {name}: multipliers are not dyadic")
-                if name != "out" and ((self.tensors[f"{name}.lo"] != 0).any() or (self.tensors[f"{name}.hi"] != ACT_QMAX).any()):
-                    raise ModelError(f"layer {name}: hidden activations must be clamped to 0..{ACT_QMAX}")
+                if name != "out" and ((self.tensors[f"{name}.lo"] != 0).any() or (self.tensors[f"{name}.hi"] != qmax).any()):
+                    raise ModelError(f"layer {name}: hidden activations must be clamped to 0..{qmax}")
                 _check_float32_constants(f"layer {name}", mul, add)
             for b in range(cfg.res_blocks):
                 r32 = np.abs(self.tensors[f"block{b}.residual"].astype(np.float32))
@@ -278,7 +281,7 @@ class ExactModel:
             ws, ms = self._skip
             y.add_(torch.matmul(skip_of, ws).mul_(ms))
         y = y.add_(add).floor_()
-        return y.clamp_(0, ACT_QMAX) if act else torch.maximum(torch.minimum(y, hi), lo)
+        return y.clamp_(0, self.cfg.act_qmax) if act else torch.maximum(torch.minimum(y, hi), lo)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, arithmetic: int = ARITHMETIC) -> torch.Tensor:
@@ -304,7 +307,7 @@ class ExactModel:
             t = h
             for i in range(3):
                 t = apply(f"block{b}.conv{i}", t)
-            h = combine(h, t, r0, r1)
+            h = combine(h, t, r0, r1, self.cfg.act_qmax)
         if self.cfg.skip:
             return apply("out", apply("head", h), act=False, skip_of=x)
         return apply("out", apply("head", h), act=False)
@@ -347,14 +350,14 @@ def _check_float32_constants(what: str, *arrays: np.ndarray) -> None:
             raise ModelError(f"{what}: constants out of the float32 normal range")
 
 
-def _residual64(h: torch.Tensor, t: torch.Tensor, r0: float, r1: float) -> torch.Tensor:
+def _residual64(h: torch.Tensor, t: torch.Tensor, r0: float, r1: float, qmax: int) -> torch.Tensor:
     """Arithmetic 1: exact in float64."""
-    return (h.double() * r0 + t.double() * r1 + 0.5).floor_().clamp_(0, ACT_QMAX).float()
+    return (h.double() * r0 + t.double() * r1 + 0.5).floor_().clamp_(0, qmax).float()
 
 
-def _residual32(h: torch.Tensor, t: torch.Tensor, r0: float, r1: float) -> torch.Tensor:
+def _residual32(h: torch.Tensor, t: torch.Tensor, r0: float, r1: float, qmax: int) -> torch.Tensor:
     """Arithmetic 2: ((h * r0) + (t * r1)) + 0.5, each a separately rounded binary32 op."""
-    return (h * r0).add_(t.mul_(r1)).add_(0.5).floor_().clamp_(0, ACT_QMAX)
+    return (h * r0).add_(t.mul_(r1)).add_(0.5).floor_().clamp_(0, qmax)
 
 
 def coupled_means(params: dict[str, np.ndarray], channel: int, values: np.ndarray | None) -> np.ndarray:

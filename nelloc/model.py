@@ -4,7 +4,8 @@ Trained with fake quantisation (straight-through rounding) so that ``nelloc.exac
 to an integer network whose arithmetic is exact on any machine:
 
 * weights: symmetric int8 per output channel (|w| <= 127);
-* activations: unsigned 8-bit with a learned scale per layer (LSQ-style), ReLU fused into the clamp;
+* activations: unsigned ``act_bits``-bit integers (8 by default, 10 for newer models) with a learned
+  scale per layer (LSQ-style), ReLU fused into the clamp;
 * inputs: grey levels minus 128 plus a validity plane (128 inside the image, 0 in the padding), both
   at scale 1/128;
 * outputs: mixture parameters rounded to the fixed-point grids of ``nelloc.mixture``.
@@ -26,7 +27,8 @@ from nelloc import mixture as mx
 
 WEIGHT_QMAX = 127
 INPUT_CENTRE = 128.0  # the network sees (v - 128) / 128 and a validity plane of 1 (integer: 128)
-ACT_QMAX = 255
+ACT_QMAX = 255  # hidden activations of 8-bit models (ModelConfig.act_bits = 8)
+ACT_BITS_RANGE = (4, 12)  # a float32 holds these integers exactly; fan-in sums are checked on export
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,16 @@ class ModelConfig:
     mixtures: int = 10
     kind: str = "local"  # "local" (1x1 residual blocks) or "full" (3x3 middle convolution)
     skip: bool = False  # local only: a linear layer from the gathered neighbourhood to the outputs
+    act_bits: int = 8  # hidden activations are integers 0 .. 2**act_bits - 1 in the exact model
+
+    def __post_init__(self) -> None:
+        lo, hi = ACT_BITS_RANGE
+        if not (isinstance(self.act_bits, int) and lo <= self.act_bits <= hi):
+            raise ValueError(f"act_bits must be an integer in {lo}..{hi}, not {self.act_bits!r}")
+
+    @property
+    def act_qmax(self) -> int:
+        return 2**self.act_bits - 1
 
     @property
     def params_per_component(self) -> int:
@@ -59,6 +71,8 @@ class ModelConfig:
         d = asdict(self)
         if not d["skip"]:  # absent when off, so that older models keep their hash (= their id)
             del d["skip"]
+        if d["act_bits"] == 8:  # likewise
+            del d["act_bits"]
         return d
 
 
@@ -84,11 +98,13 @@ def weight_scale(w: torch.Tensor) -> torch.Tensor:
 
 
 class ActQuant(nn.Module):
-    """ReLU + unsigned 8-bit fake quantisation with a learned scale (LSQ)."""
+    """ReLU + unsigned fake quantisation to 0..qmax with a learned scale (LSQ)."""
 
-    def __init__(self) -> None:
+    def __init__(self, qmax: int = ACT_QMAX, calib_quantile: float = 0.999) -> None:
         super().__init__()
-        self.log_scale = nn.Parameter(torch.tensor(math.log(4.0 / ACT_QMAX)))
+        self.qmax = qmax
+        self.calib_quantile = calib_quantile
+        self.log_scale = nn.Parameter(torch.tensor(math.log(4.0 / qmax)))
         self.register_buffer("initialised", torch.tensor(False))
 
     def forward(self, x: torch.Tensor, quantize: bool = True) -> torch.Tensor:
@@ -96,11 +112,11 @@ class ActQuant(nn.Module):
             return F.relu(x)
         if self.training and not bool(self.initialised):
             with torch.no_grad():  # calibrate on the first batch: cover the 99.9th percentile
-                top = torch.quantile(F.relu(x).flatten()[:1_000_000].float(), 0.999).clamp_min(1e-3)
-                self.log_scale.fill_(math.log(float(top) / ACT_QMAX))
+                top = torch.quantile(F.relu(x).flatten()[:1_000_000].float(), self.calib_quantile).clamp_min(1e-3)
+                self.log_scale.fill_(math.log(float(top) / self.qmax))
                 self.initialised.fill_(True)
         scale = self.log_scale.exp()
-        return round_ste(x / scale).clamp(0, ACT_QMAX) * scale
+        return round_ste(x / scale).clamp(0, self.qmax) * scale
 
     @property
     def scale(self) -> float:
@@ -128,14 +144,14 @@ class MaskedConv(nn.Conv2d):
 class ResBlock(nn.Module):
     """Algorithm 1: three masked convolutions with ReLU, added to the input."""
 
-    def __init__(self, width: int, middle_kernel: int) -> None:
+    def __init__(self, width: int, middle_kernel: int, act_qmax: int = ACT_QMAX) -> None:
         super().__init__()
         self.convs = nn.ModuleList(
             [MaskedConv(width, width, 1, "B"), MaskedConv(width, width, middle_kernel, "B"),
              MaskedConv(width, width, 1, "B")]
         )
-        self.acts = nn.ModuleList([ActQuant() for _ in range(3)])
-        self.out_act = ActQuant()  # re-quantises the residual sum to 8 bits
+        self.acts = nn.ModuleList([ActQuant(act_qmax) for _ in range(3)])
+        self.out_act = ActQuant(act_qmax)  # re-quantises the residual sum
         with torch.no_grad():  # small residual branches at init: each block starts near the identity
             self.convs[2].weight.mul_(0.1)
             self.convs[2].bias.zero_()
@@ -182,11 +198,11 @@ class PixelCNN(nn.Module):
         self.cfg = cfg
         k = 2 * cfg.horizon + 1
         self.first = MaskedConv(cfg.channels + 1, cfg.width, k, "A")
-        self.first_act = ActQuant()
+        self.first_act = ActQuant(cfg.act_qmax)
         middle = 1 if cfg.kind == "local" else 3
-        self.blocks = nn.ModuleList([ResBlock(cfg.width, middle) for _ in range(cfg.res_blocks)])
+        self.blocks = nn.ModuleList([ResBlock(cfg.width, middle, cfg.act_qmax) for _ in range(cfg.res_blocks)])
         self.head = MaskedConv(cfg.width, cfg.width, 1, "B")
-        self.head_act = ActQuant()
+        self.head_act = ActQuant(cfg.act_qmax)
         self.out = MaskedConv(cfg.width, cfg.out_channels, 1, "B")
         with torch.no_grad():
             self.out.weight.mul_(0.1)
@@ -281,7 +297,7 @@ class PixelCNN(nn.Module):
         }
 
     def is_calibrated(self) -> bool:
-        """True once a local model has trained with fake quantisation (its 8-bit scales are set)."""
+        """True once a local model has trained with fake quantisation (its activation scales are set)."""
         acts = [m for m in self.modules() if isinstance(m, ActQuant)]
         return self.cfg.kind == "local" and all(bool(a.initialised) for a in acts)
 
@@ -296,6 +312,32 @@ class PixelCNN(nn.Module):
     def bits(self, x: torch.Tensor) -> torch.Tensor:
         """Code length in bits per image: (B,)."""
         return -self.log_prob(x).flatten(1).sum(1) / math.log(2)
+
+
+@torch.no_grad()
+def change_act_bits(model: PixelCNN, old_bits: int) -> None:
+    """Weights trained (and activation scales learned) with ``old_bits``-bit activations, loaded
+    into ``model`` of another width: keep each layer's clamp range, a finer grid inside it."""
+    factor = (2**old_bits - 1) / model.cfg.act_qmax
+    for m in model.modules():
+        if isinstance(m, ActQuant):
+            m.log_scale.add_(math.log(factor))
+
+
+@torch.no_grad()
+def calibrate_activations(model: PixelCNN, x: torch.Tensor, quantile: float = 0.999) -> None:
+    """Set every activation range afresh to the ``quantile`` of its values on the batch ``x``
+    (layer by layer, each seeing the quantised outputs of the ones before)."""
+    acts = [m for m in model.modules() if isinstance(m, ActQuant)]
+    was_training, was_quantizing = model.training, model.quantize
+    for a in acts:
+        a.calib_quantile = quantile
+        a.initialised.fill_(False)
+    model.train()
+    model.quantize = True
+    model.raw_outputs(x)
+    model.train(was_training)
+    model.quantize = was_quantizing
 
 
 def count_parameters(model: nn.Module) -> int:

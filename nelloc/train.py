@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from nelloc import data as datasets
-from nelloc.model import ModelConfig, PixelCNN, count_parameters
+from nelloc.model import ModelConfig, PixelCNN, calibrate_activations, change_act_bits, count_parameters
 
 
 @dataclass
@@ -33,6 +33,9 @@ class TrainConfig:
     val_crops: int = 64
     seed: int = 0
     qat_start: float = 0.8  # fraction of the steps trained in float before fake quantisation
+    calib_quantile: float = 0.999  # each fake-quantised phase starts with activation ranges set to
+    #                                this quantile of the first batch (0.9999 and up for extension
+    #                                legs: measured in docs/ablations.md)
     warmup: int = 100
     grad_clip: float = 1.0  # max gradient norm (0 = off); deep full models at lr 1e-3 stalled at the
     #                         pixel marginal without it (and often with it: use lr 3e-4 for those)
@@ -153,6 +156,9 @@ class Trainer:
     def load(self, path: Path) -> None:
         st = torch.load(path, map_location=self.device, weights_only=True)
         self.model.load_state_dict(st["model"])
+        saved_bits = json.loads(st["config"])["model"].get("act_bits", 8)
+        if saved_bits != self.cfg.model.act_bits:  # e.g. an extension leg that widens activations
+            change_act_bits(self.model, saved_bits)
         self.opt.load_state_dict(st["opt"])
         self.step, self.wall, self.best_val = int(st["step"]), float(st["wall"]), float(st["best_val"])
         torch.set_rng_state(st["torch_rng"])
@@ -183,11 +189,13 @@ class Trainer:
 
     def train_step(self) -> float:
         self.model.quantize = self.quantizing(self.step)
+        x = self.sampler.batch(self.cfg.batch)
         if self.model.quantize and not self.quantizing(self.step - 1):
             self._forget_best()
+            # ranges learned in an earlier leg are stale after float training: set them afresh
+            calibrate_activations(self.model, x.to(self.device), self.cfg.calib_quantile)
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
-        x = self.sampler.batch(self.cfg.batch)
         loss = self.bits_per_dim(x)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -38,6 +38,12 @@ def skip_model():
 
 
 @pytest.fixture(scope="module")
+def wide_act_model():
+    """10-bit activations (and the skip layer): the loader's sum bound is |w| * 1023."""
+    return exported(ModelConfig(width=32, mixtures=5, skip=True, act_bits=10))
+
+
+@pytest.fixture(scope="module")
 def tiny_rgb():
     return exact.ExactModel.load(TEST_DATA / "tiny-rgb.safetensors")
 
@@ -59,7 +65,7 @@ def outputs_by_steps(model, img, tile, batch, threads):
     return np.concatenate(parts)
 
 
-@pytest.mark.parametrize("which", ["tiny_rgb", "paper_size_model", "skip_model"])
+@pytest.mark.parametrize("which", ["tiny_rgb", "paper_size_model", "skip_model", "wide_act_model"])
 def test_network_outputs_identical_for_any_batch_and_threads(which, request):
     model = request.getfixturevalue(which)
     img = smooth_image(23, 29, 3, seed=3)
@@ -115,10 +121,10 @@ def test_round_trip_with_thread_counts(paper_size_model, threads):
         torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("skip", [False, True])
-def test_export_close_to_float_model(skip):
+@pytest.mark.parametrize("skip,act_bits", [(False, 8), (True, 8), (True, 10)])
+def test_export_close_to_float_model(skip, act_bits):
     torch.manual_seed(0)
-    cfg = ModelConfig(width=32, mixtures=5, skip=skip)
+    cfg = ModelConfig(width=32, mixtures=5, skip=skip, act_bits=act_bits)
     model = PixelCNN(cfg)
     img = smooth_image(24, 24, 3, seed=6)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
@@ -165,6 +171,26 @@ def test_skip_changes_the_model_id_but_not_older_models_ids():
     assert ModelConfig(skip=True).to_dict()["skip"] is True
 
 
+def test_act_bits_is_in_the_id_only_when_not_8_and_is_bounded():
+    assert "act_bits" not in ModelConfig().to_dict()  # older models keep their SHA-256
+    assert ModelConfig(act_bits=10).to_dict()["act_bits"] == 10
+    for bad in (3, 13, 8.0):
+        with pytest.raises(ValueError):
+            ModelConfig(act_bits=bad)
+
+
+def test_wide_activations_refused_where_float32_sums_could_round():
+    # 256 inputs * |w| up to 127 * 4095 can pass 2**24: the exported model must not load
+    with pytest.raises(ModelError, match="2\\*\\*24"):
+        exported(ModelConfig(width=256, act_bits=12))
+
+
+def test_wide_activation_model_round_trips(wide_act_model):
+    img = smooth_image(13, 21, 3, seed=4)
+    payload = codec.encode_plane(wide_act_model, img, 8)
+    assert np.array_equal(codec.decode_plane(wide_act_model, payload, 13, 21, 8), img)
+
+
 def test_corrupted_model_file_is_refused(tmp_path):
     data = bytearray((TEST_DATA / "tiny-gray.safetensors").read_bytes())
     data[-10] ^= 0xFF
@@ -204,11 +230,11 @@ def _numpy_forward32(model, x: np.ndarray) -> np.ndarray:
     for b in range(model.cfg.res_blocks):
         r0, r1 = t[f"block{b}.residual"].astype(np.float32)
         u = layer(f"block{b}.conv2", layer(f"block{b}.conv1", layer(f"block{b}.conv0", h)))
-        h = np.clip(np.floor((h * r0 + u * r1) + np.float32(0.5)), 0, 255)
+        h = np.clip(np.floor((h * r0 + u * r1) + np.float32(0.5)), 0, 2**model.cfg.act_bits - 1)
     return layer("out", layer("head", h), act=False, skip=model.cfg.skip)
 
 
-@pytest.mark.parametrize("which", ["tiny_rgb", "paper_size_model", "skip_model"])
+@pytest.mark.parametrize("which", ["tiny_rgb", "paper_size_model", "skip_model", "wide_act_model"])
 def test_float32_arithmetic_matches_an_independent_numpy_reference(which, request):
     model = request.getfixturevalue(which)
     img = smooth_image(24, 20, model.cfg.channels, seed=5)

@@ -1,5 +1,6 @@
 """Training: loss goes down, resume is exact, export round-trips through the codec."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -7,8 +8,8 @@ import pytest
 import torch
 
 from nelloc import codec, exact
-from nelloc.model import ModelConfig
-from nelloc.train import TrainConfig, Trainer, export_run, load_float_model
+from nelloc.model import ActQuant, ModelConfig
+from nelloc.train import TrainConfig, Trainer, export_run, load_float_model, load_run_config
 
 from conftest import smooth_image
 
@@ -191,3 +192,31 @@ def test_training_with_mixed_precision_reduces_loss(image_folder, tmp_path):
     assert not Trainer(tiny_config(image_folder, amp="auto"), tmp_path / "cpu").model.amp  # auto: CUDA only
     with pytest.raises(ValueError):
         Trainer(tiny_config(image_folder, amp="maybe"), tmp_path / "bad")
+
+
+def test_an_extension_leg_can_widen_the_activations_keeping_their_ranges(image_folder, tmp_path):
+    trainer = Trainer(tiny_config(image_folder, steps=12), tmp_path / "run")
+    trainer.run(quiet=True)  # 8-bit activations, scales learned in the fake-quantised phase
+    ranges8 = [a.scale * 255 for a in trainer.model.modules() if isinstance(a, ActQuant)]
+    cfg = tiny_config(image_folder, steps=12)
+    cfg.model = dataclasses.replace(cfg.model, act_bits=10)
+    wide = Trainer(cfg, tmp_path / "run")
+    ranges10 = [a.scale * 1023 for a in wide.model.modules() if isinstance(a, ActQuant)]
+    assert all(a.qmax == 1023 for a in wide.model.modules() if isinstance(a, ActQuant))
+    assert np.allclose(ranges8, ranges10, rtol=1e-5)
+    wide.run(steps=14, quiet=True)
+    assert load_run_config(tmp_path / "run").model.act_bits == 10
+
+
+def test_each_fake_quantised_phase_sets_the_activation_ranges_afresh(image_folder, tmp_path):
+    Trainer(tiny_config(image_folder, steps=12), tmp_path / "run").run(quiet=True)
+    cfg = tiny_config(image_folder, steps=24)  # leg 2: float from step 12, quantised from 18
+    cfg.qat_start, cfg.calib_quantile = 0.75, 1.0
+    leg2 = Trainer(cfg, tmp_path / "run")
+    acts = [a for a in leg2.model.modules() if isinstance(a, ActQuant)]
+    for a in acts:  # stale, far too narrow ranges from "an earlier leg"
+        a.log_scale.data.fill_(-20.0)
+    leg2.run(steps=18, quiet=True)
+    assert all(float(a.log_scale.detach()) == -20.0 for a in acts)  # float steps leave them alone
+    leg2.train_step()  # the first quantised step calibrates (to the batch maximum), then trains
+    assert all(float(a.log_scale.detach()) > -10.0 for a in acts)
