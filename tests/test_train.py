@@ -66,11 +66,15 @@ def test_an_extension_leg_forgets_the_best_model_of_the_previous_leg(image_folde
     assert (tmp_path / "run" / "best_model.pt").exists() and leg2.best_val < float("inf")
 
 
-def test_export_round_trips_through_the_codec(image_folder, tmp_path):
-    Trainer(tiny_config(image_folder), tmp_path / "run").run(quiet=True)
+@pytest.mark.parametrize("act_bits", [8, 10])
+def test_export_round_trips_through_the_codec(image_folder, tmp_path, act_bits):
+    cfg = tiny_config(image_folder)
+    cfg.model = dataclasses.replace(cfg.model, act_bits=act_bits)
+    Trainer(cfg, tmp_path / "run").run(quiet=True)
     card = export_run(tmp_path / "run", "t", tmp_path / "models", evaluate=[])
     model = exact.ExactModel.load(tmp_path / "models" / "t.safetensors")
     assert card["sha256"] == model.sha256 and card["file_bytes"] > 0
+    assert model.cfg.act_bits == act_bits
     img = smooth_image(19, 23, 3, seed=9)
     payload = codec.encode_plane(model, img, 8)
     assert np.array_equal(codec.decode_plane(model, payload, 19, 23, 8), img)
