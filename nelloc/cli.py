@@ -418,7 +418,7 @@ def info(inputs, as_json) -> None:
 
 @main.command("models")
 def models_cmd() -> None:
-    """List installed models."""
+    """List installed models (and retired ones, kept to decode older files)."""
     from nelloc import zoo
 
     for name, path in zoo.list_models().items():
@@ -428,6 +428,8 @@ def models_cmd() -> None:
                        f"width={m.cfg.width} K={m.cfg.mixtures}\t{path.stat().st_size} bytes\tsha256 {m.sha256[:16]}\t{path}")
         except NellocError as exc:
             click.echo(f"{name}\tunusable: {exc}")
+    for path in zoo.retired_models():  # replaced models: decode their files, never encode
+        click.echo(f"(retired)\t{path.stem}\t{path.stat().st_size} bytes\t{path}")
 
 
 @main.command()

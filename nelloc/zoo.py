@@ -2,6 +2,11 @@
 
 Search path: ``$NELLOC_MODELS`` (``os.pathsep``-separated), then the repository's ``models/``
 folder, then the copy installed with the package.  A model name may also be a path to a file.
+
+A model that is replaced (a better ``rgb``) is not deleted: it moves to ``retired/NAME-ID.safetensors``
+(ID: the first 16 hex digits of its SHA-256) in the same folder, where the decoder still finds it by
+a stream's model id, so files made with any shipped model keep decoding.  Retired models have no
+name: nothing new is encoded with them.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from nelloc.exact import ExactModel
 
 DEFAULT_MODELS = {1: "gray", 3: "rgb"}
 DEFAULT_MODEL = DEFAULT_MODELS[3]
+RETIRED = "retired"
+ID_HEX = 16  # hex digits of the SHA-256 in a retired model's file name
 
 
 def model_dirs() -> list[Path]:
@@ -70,10 +77,43 @@ def name_of_id(prefix: str) -> str | None:
     return next((name for name, sha in installed_hashes().items() if sha.startswith(prefix)), None)
 
 
+def retired_models() -> list[Path]:
+    """Files of the retired models on the search path."""
+    return [p for d in model_dirs() if (d / RETIRED).is_dir() for p in sorted((d / RETIRED).glob("*.safetensors"))]
+
+
 def find_by_id(prefix: str) -> ExactModel | None:
-    """The installed model whose SHA-256 starts with ``prefix`` (a stream's model id), if any."""
+    """The installed or retired model whose SHA-256 starts with ``prefix`` (a stream's model id)."""
     name = name_of_id(prefix)
-    return load(name) if name is not None else None
+    if name is not None:
+        return load(name)
+    for path in retired_models():
+        file_id = path.stem.rsplit("-", 1)[-1]
+        if not (file_id.startswith(prefix) or prefix.startswith(file_id)):
+            continue
+        try:
+            model = _load(str(path), path.stat().st_mtime)
+        except ModelError:
+            continue
+        if model.sha256.startswith(prefix):
+            return model
+    return None
+
+
+def retire(path: Path) -> Path | None:
+    """Move the model file ``path`` (and its card) to ``retired/`` beside it; returns the new path
+    (None if there was no loadable model there: nothing a stream could need)."""
+    try:
+        sha = ExactModel.load(path).sha256
+    except (ModelError, OSError):
+        return None
+    dest = path.parent / RETIRED / f"{path.stem}-{sha[:ID_HEX]}.safetensors"
+    dest.parent.mkdir(exist_ok=True)
+    path.replace(dest)
+    card = path.with_suffix(".json")
+    if card.exists():
+        card.replace(dest.with_suffix(".json"))
+    return dest
 
 
 def default_model(channels: int) -> str:

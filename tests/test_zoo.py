@@ -1,0 +1,63 @@
+"""The model zoo: names, and the retired models that keep files of every shipped release decodable."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nelloc import api, zoo
+from nelloc.exact import ExactModel
+from nelloc.model import ModelConfig, PixelCNN
+from nelloc.train import TrainConfig, Trainer, export_run
+
+from conftest import TEST_DATA, smooth_image
+
+SHIPPED = TEST_DATA / "shipped"  # kodim23 crops compressed by each release that shipped new models
+RELEASES = ["f506a2a", "2b8f5f9", "097b158", "f5ac6c5"]  # commits; see tests/data/shipped/README.md
+
+
+@pytest.fixture
+def repo_models(monkeypatch):
+    monkeypatch.delenv("NELLOC_MODELS", raising=False)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+@pytest.mark.parametrize("kind", ["rgb", "gray"])
+def test_files_of_every_shipped_release_still_decode(repo_models, release, kind):
+    png = SHIPPED / ("kodim23-crop.png" if kind == "rgb" else "kodim23-crop-gray.png")
+    out = api.decompress((SHIPPED / f"{release}-{kind}.nlc").read_bytes())
+    assert np.array_equal(np.asarray(out), np.asarray(Image.open(png)))
+
+
+def test_retired_models_are_named_by_their_hash_and_have_cards(repo_models):
+    retired = zoo.retired_models()
+    assert retired, "models/retired/ holds every model that was ever shipped and replaced"
+    for path in retired:
+        model = ExactModel.load(path)
+        assert path.stem.endswith("-" + model.sha256[: zoo.ID_HEX])
+        assert json.loads(path.with_suffix(".json").read_text())["sha256"] == model.sha256
+    assert not set(p.stem for p in retired) & set(zoo.list_models())  # no name: never encoded with
+
+
+def test_export_over_a_model_retires_it(tmp_path, monkeypatch):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(smooth_image(40, 48, 3)).save(folder / "0.png")
+    cfg = TrainConfig(data=[str(folder)], model=ModelConfig(width=8, mixtures=2), crop=12, batch=4, steps=4,
+                      val_every=4, ckpt_every=4, val_crops=4, qat_start=0.5, warmup=1)
+    models = tmp_path / "models"
+    Trainer(cfg, tmp_path / "run").run(quiet=True)
+    export_run(tmp_path / "run", "m", models, evaluate=[])
+    monkeypatch.setenv("NELLOC_MODELS", str(models))
+    img = smooth_image(9, 11, 3, seed=1)
+    old_file = api.compress(img, model="m")
+    old_sha = zoo.load("m").sha256
+    Trainer(cfg, tmp_path / "run").run(steps=8, quiet=True)  # trained on: a different model
+    export_run(tmp_path / "run", "m", models, evaluate=[])
+    assert zoo.load("m").sha256 != old_sha
+    assert (models / "retired" / f"m-{old_sha[:zoo.ID_HEX]}.safetensors").exists()
+    assert np.array_equal(np.asarray(api.decompress(old_file)), img)
+    export_run(tmp_path / "run", "m", models, evaluate=[])  # the same model again: nothing to retire
+    assert len(list((models / "retired").glob("*.safetensors"))) == 1
