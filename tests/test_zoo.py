@@ -1,7 +1,6 @@
 """The model zoo: names, and the retired models that keep files of every shipped release decodable."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ from PIL import Image
 
 from nelloc import api, zoo
 from nelloc.exact import ExactModel
-from nelloc.model import ModelConfig, PixelCNN
+from nelloc.model import ModelConfig
 from nelloc.train import TrainConfig, Trainer, export_run
 
 from conftest import TEST_DATA, smooth_image
