@@ -443,11 +443,16 @@ def models_cmd() -> None:
 @click.option("--kind", type=click.Choice(["local", "full"]), default="local", show_default=True)
 @click.option("--skip/--no-skip", default=False, show_default=True,
               help="Local models: add a linear layer from the neighbourhood to the mixture parameters.")
+@click.option("--act-bits", type=click.IntRange(4, 12), default=8, show_default=True,
+              help="Local models: hidden activations are integers 0..2^BITS-1 in the exact model "
+              "(10: finer, within the exact-sum bound up to width 128).")
 @click.option("--crop", type=int, default=32, show_default=True)
 @click.option("--batch", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--steps", type=int, default=4000, show_default=True)
 @click.option("--qat-start", type=float, default=0.8, show_default=True, help="Fraction of steps before fake quantisation.")
+@click.option("--calib-quantile", type=click.FloatRange(0.5, 1.0), default=0.999, show_default=True,
+              help="Fake quantisation starts with each activation range at this quantile of a batch (1 = maximum).")
 @click.option("--grad-clip", type=float, default=1.0, show_default=True, help="Max gradient norm (0 = off).")
 @click.option("--init-from", default="", help="Start from this run: a full model from a 1-block local run (OOD "
               "pairs), or a --skip local model from the same model without it.")
@@ -456,8 +461,8 @@ def models_cmd() -> None:
               help="bfloat16 mixed precision in the float phase (auto: on CUDA only).")
 @click.option("--threads", type=int, default=0, help="torch threads (0 = default).")
 @click.option("-q", "--quiet", is_flag=True)
-def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, skip, crop, batch, lr, steps, qat_start,
-          grad_clip, init_from, device, amp, threads, quiet) -> None:
+def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, skip, act_bits, crop, batch, lr, steps,
+          qat_start, calib_quantile, grad_clip, init_from, device, amp, threads, quiet) -> None:
     """Train (or resume, if RUN_DIR has a checkpoint) a model on staged data."""
     from nelloc.model import ModelConfig
     from nelloc.train import TrainConfig, Trainer, load_run_config
@@ -466,9 +471,9 @@ def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, s
         cfg = load_run_config(run_dir)
         cfg.steps = max(cfg.steps, steps)
     else:
-        model = ModelConfig(int(channels), horizon, res_blocks, width, mixtures, kind, skip)
+        model = ModelConfig(int(channels), horizon, res_blocks, width, mixtures, kind, skip, act_bits)
         cfg = TrainConfig(list(data) or ["cifar10-train"], model, crop, batch, lr, steps, qat_start=qat_start,
-                          grad_clip=grad_clip, device=device, threads=threads, init_from=init_from, amp=amp)
+                          calib_quantile=calib_quantile, grad_clip=grad_clip, device=device, threads=threads, init_from=init_from, amp=amp)
     try:
         Trainer(cfg, run_dir).run(quiet=quiet)
     except (FileNotFoundError, ValueError) as exc:
