@@ -200,6 +200,10 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             _fail("interrupted")
             ctx.exit(130)
+        except BrokenPipeError:  # e.g. `nelloc models | head -1`: the reader left; stop quietly, as cat does
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush cannot fail again
+            ctx.exit(141)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - a bug: still one line, and a distinct exit code

@@ -342,6 +342,19 @@ def test_console_script_exit_code_and_stderr(tiny_models, rgb_png, tmp_path):
                           smooth_image(8, 10, 3, seed=31))
 
 
+def test_a_reader_that_goes_away_is_not_an_internal_error(tiny_models):
+    """Regression: `nelloc models | head -1` printed "internal error: BrokenPipeError"."""
+    exe = Path(sys.executable).parent / "nelloc"
+    if not exe.exists():
+        exe = Path(shutil.which("nelloc") or "nelloc")
+    proc = subprocess.Popen([str(exe), "models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "NELLOC_MODELS": str(tiny_models)})
+    proc.stdout.close()  # before nelloc writes a byte (importing torch alone takes over a second)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert err == ""
+
+
 # -- regressions (each docstring names the bug the test once caught) ------------------------------
 
 
