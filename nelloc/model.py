@@ -315,13 +315,17 @@ class PixelCNN(nn.Module):
 
 
 @torch.no_grad()
-def change_act_bits(model: PixelCNN, old_bits: int) -> None:
-    """Weights trained (and activation scales learned) with ``old_bits``-bit activations, loaded
-    into ``model`` of another width: keep each layer's clamp range, a finer grid inside it."""
-    factor = (2**old_bits - 1) / model.cfg.act_qmax
+def scale_activation_steps(model: PixelCNN, factor: float) -> None:
+    """Multiply every activation quantiser's step (and so its clamp range) by ``factor``."""
     for m in model.modules():
         if isinstance(m, ActQuant):
             m.log_scale.add_(math.log(factor))
+
+
+def change_act_bits(model: PixelCNN, old_bits: int) -> None:
+    """Weights trained (and activation scales learned) with ``old_bits``-bit activations, loaded
+    into ``model`` of another width: keep each layer's clamp range, a finer grid inside it."""
+    scale_activation_steps(model, (2**old_bits - 1) / model.cfg.act_qmax)
 
 
 @torch.no_grad()

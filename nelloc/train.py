@@ -17,7 +17,6 @@ import torch
 from tqdm import tqdm
 
 from nelloc import data as datasets
-from nelloc.errors import ModelError
 from nelloc.model import ModelConfig, PixelCNN, calibrate_activations, change_act_bits, count_parameters
 
 
@@ -356,15 +355,6 @@ def run_summary(run_dir: str | Path) -> dict:
     }
 
 
-def _sha_or_none(path: Path) -> str | None:
-    from nelloc.exact import ExactModel
-
-    try:
-        return ExactModel.load(path).sha256
-    except ModelError:
-        return None
-
-
 def export_run(run_dir: str | Path, name: str, out_dir: str | Path, evaluate: list[str], limit: int | None = None) -> dict:
     """Write ``out_dir/NAME.safetensors`` (exact model), ``out_dir/float/NAME.safetensors`` (float
     weights, for likelihood measurements) and the model card ``out_dir/NAME.json``."""
@@ -378,8 +368,7 @@ def export_run(run_dir: str | Path, name: str, out_dir: str | Path, evaluate: li
     tensors = exact.export(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.safetensors"
-    if path.exists() and exact.digest(tensors, cfg.model) != _sha_or_none(path):
-        zoo.retire(path)  # files made with the model it replaces must keep decoding
+    zoo.retire(path, exact.digest(tensors, cfg.model))  # files made with the model it replaces must keep decoding
     sha = exact.save(path, tensors, cfg.model, name)
     (out_dir / "float").mkdir(exist_ok=True)
     weights = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith(".mask")}  # masks are rebuilt

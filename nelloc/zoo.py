@@ -100,12 +100,15 @@ def find_by_id(prefix: str) -> ExactModel | None:
     return None
 
 
-def retire(path: Path) -> Path | None:
-    """Move the model file ``path`` (and its card) to ``retired/`` beside it; returns the new path
-    (None if there was no loadable model there: nothing a stream could need)."""
+def retire(path: Path, replacement_sha: str | None = None) -> Path | None:
+    """Move the model file ``path`` (and its card) to ``retired/`` beside it; returns the new path.
+    None, and nothing moved, if there is no loadable model there (nothing a stream could need) or it
+    is the replacement itself (``replacement_sha``)."""
     try:
         sha = ExactModel.load(path).sha256
     except (ModelError, OSError):
+        return None
+    if sha == replacement_sha:
         return None
     dest = path.parent / RETIRED / f"{path.stem}-{sha[:ID_HEX]}.safetensors"
     dest.parent.mkdir(exist_ok=True)

@@ -1,10 +1,12 @@
 """What fake quantisation costs a float-trained snapshot, by activation width:
 
-    python scripts/quant_cost.py runs/rgb-skip@8000 --dataset kodak --limit 8 --act-bits 8,10 [--out F.json]
+    python scripts/quant_cost.py runs/rgb-skip@8000 --dataset kodak --limit 8 --act-bits 8,10 \
+        [--calibrate 0.9999,1.0] [--widen 1,1.5] [--out F.json]
 
 Loads the snapshot's weights (``last.pt``), and scores the images with the float model and with the
 model fake-quantised (int8 weights, integer mixture parameters, activations of each listed width;
-the learned activation ranges are kept, only the grid inside them gets finer or coarser).  No
+the learned activation ranges are kept, only the grid inside them gets finer or coarser; with
+``--widen``/``--calibrate`` also ranges widened or set afresh on the run's validation crops).  No
 training: this is the rounding cost before quantisation-aware fine-tuning recovers part of it.
 """
 from __future__ import annotations
@@ -12,13 +14,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import time
 
 import torch
 
 from nelloc import data
-from nelloc.model import ActQuant, PixelCNN, calibrate_activations, change_act_bits
+from nelloc.model import PixelCNN, calibrate_activations, change_act_bits, scale_activation_steps
 from nelloc.ood import images_bits
 from nelloc.train import build_samplers, load_float_model, load_run_config
 
@@ -60,10 +61,7 @@ def main() -> None:
             model.load_state_dict(base.state_dict())
             change_act_bits(model, base.cfg.act_bits)
             how = "learned ranges" + ("" if factor == 1 else f" x {factor:g}")
-            if factor != 1:
-                for m in model.modules():
-                    if isinstance(m, ActQuant):
-                        m.log_scale.data += math.log(factor)
+            scale_activation_steps(model, factor)
             if quantile is not None:
                 calibrate_activations(model, calib, quantile)
                 how = f"ranges = {quantile} quantile"
