@@ -5,6 +5,7 @@
     python scripts/bench_nelloc.py speed --image kodak/kodim23.png --models rgb,paper [--repeat 3]
     python scripts/bench_nelloc.py batch --dataset cifar10-test --limit 200 [--model rgb]
     python scripts/bench_nelloc.py tile-speed --image kodak/kodim23.png --tiles 64,96,128 --sizes 128,256,512,0 --threads 1,2
+    python scripts/bench_nelloc.py devices --dataset kodak --devices cuda,cpu [--limit N] [--model rgb]
     python scripts/bench_nelloc.py matmul
 
 Every sub-command prints a Markdown table and writes JSON to results/ (machine, versions, command).
@@ -230,6 +231,61 @@ def cmd_batch(args) -> None:
     save("batch", {"dataset": args.dataset, "model": args.model, "tile": args.tile, "rows": rows})
 
 
+def _timed(fn, *args, **kw):
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t0
+
+
+def cmd_devices(args) -> None:
+    """Files made on one device decode on every other: each image is encoded on every device in
+    ``--devices``, the files compared byte for byte, and every file decoded on every device."""
+    devices = args.devices.split(",")
+    for dev in devices:
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            raise SystemExit(f"--devices: {dev} asked for, but torch sees no CUDA device here")
+    imgs = data.load_images(args.dataset, channels=zoo.load(args.model).cfg.channels, limit=args.limit)
+    warm = imgs[0][:16, :16]
+    for dev in devices:  # CUDA context and kernel start-up out of the timings
+        nelloc.decompress(nelloc.compress(warm, model=args.model, tile=args.tile, device=dev), device=dev)
+    rows = []
+    for k, img in enumerate(imgs):
+        mp = img.shape[0] * img.shape[1] / 1e6
+        blobs, enc, dec, exact_ok = {}, {}, {}, {}
+        for dev in devices:
+            blobs[dev], t = _timed(nelloc.compress, img, model=args.model, tile=args.tile, device=dev)
+            enc[dev] = mp / t
+        for made_on, blob in blobs.items():
+            for dev in devices:
+                back, t = _timed(nelloc.decompress, blob, device=dev, as_array=True)
+                exact_ok[f"{made_on}->{dev}"] = bool(np.array_equal(back, img))
+                dec.setdefault(dev, []).append(mp / t)
+        same = len({bytes(b) for b in blobs.values()}) == 1
+        rows.append({"image": k, "shape": list(img.shape), "bytes": len(blobs[devices[0]]),
+                     "identical_files": same, "exact": exact_ok, "encode_mp_s": enc,
+                     "decode_mp_s": {d: statistics.median(v) for d, v in dec.items()}})
+        print(f"{k:3d} identical files: {same}  exact: {all(exact_ok.values())}  "
+              + "  ".join(f"{d}: enc {enc[d]:.3f} dec {rows[-1]['decode_mp_s'][d]:.3f} MP/s" for d in devices),
+              flush=True)
+    identical = sum(r["identical_files"] for r in rows)
+    exact_all = sum(all(r["exact"].values()) for r in rows)
+    names = {d: torch.cuda.get_device_name() if d.startswith("cuda") else "cpu" for d in devices}
+    print(f"\n{args.dataset}, {len(rows)} images, model {args.model}: files identical on all devices "
+          f"{identical}/{len(rows)}, every file exact on every device {exact_all}/{len(rows)}\n")
+    print("| device | encode MP/s (median) | decode MP/s (median) |\n|---|---|---|")
+    summary = {"dataset": args.dataset, "model": args.model, "tile": args.tile or codec.DEFAULT_TILE,
+               "images": len(rows), "identical_files": identical, "exact_everywhere": exact_all,
+               "device_names": names, "median_encode_mp_s": {}, "median_decode_mp_s": {}}
+    for dev in devices:
+        summary["median_encode_mp_s"][dev] = statistics.median(r["encode_mp_s"][dev] for r in rows)
+        summary["median_decode_mp_s"][dev] = statistics.median(r["decode_mp_s"][dev] for r in rows)
+        print(f"| {dev} ({names[dev]}) | {summary['median_encode_mp_s'][dev]:.3f} | "
+              f"{summary['median_decode_mp_s'][dev]:.3f} |")
+    save("devices", {"summary": summary, "images": rows})
+    if identical < len(rows) or exact_all < len(rows):
+        raise SystemExit("devices: a file differed between devices or did not decode exactly")
+
+
 def matmul_gflops(n: int = 2048, k: int = 256) -> float:
     a, b = torch.rand(n * 8, k), torch.rand(k, k)
     times = []
@@ -268,6 +324,12 @@ def main() -> None:
     ts.add_argument("--threads", default="2")
     ts.add_argument("--repeat", type=int, default=5)
     sub.add_parser("matmul")
+    dv = sub.add_parser("devices")
+    dv.add_argument("--dataset", default="kodak")
+    dv.add_argument("--limit", type=int)
+    dv.add_argument("--model", default="rgb")
+    dv.add_argument("--tile", type=int)
+    dv.add_argument("--devices", default="cuda,cpu", help="comma-separated torch devices, e.g. cuda,cpu")
     b = sub.add_parser("batch")
     b.add_argument("--dataset", default="cifar10-test")
     b.add_argument("--limit", type=int, default=200)
@@ -278,7 +340,7 @@ def main() -> None:
         print(f"{matmul_gflops():.1f} GFLOP/s")
         return
     {"roundtrip": cmd_roundtrip, "tiles": cmd_tiles, "speed": cmd_speed, "batch": cmd_batch,
-     "tile-speed": cmd_tile_speed}[args.cmd](args)
+     "tile-speed": cmd_tile_speed, "devices": cmd_devices}[args.cmd](args)
 
 
 if __name__ == "__main__":

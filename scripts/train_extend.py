@@ -24,7 +24,8 @@ p.add_argument("--lr", type=float)
 p.add_argument("--qat-start", type=float, help="fraction of the (new) total steps trained before fake quantisation")
 p.add_argument("--total", type=int, help="steps the cosine schedule spans (default: the last target)")
 p.add_argument("--model-set", help='JSON ModelConfig overrides for an existing run, e.g. \'{"act_bits": 10}\'')
-p.add_argument("--set", help='JSON TrainConfig overrides for an existing run, e.g. \'{"calib_quantile": 1.0}\'')
+p.add_argument("--set", action="append", default=[],
+               help='JSON TrainConfig overrides for an existing run, e.g. \'{"calib_quantile": 1.0}\' (repeatable)')
 p.add_argument("--new", help="JSON TrainConfig overrides for a run that does not exist yet")
 args = p.parse_args()
 targets = [int(s) for s in args.steps.split(",")]
@@ -35,7 +36,8 @@ else:
 cfg.steps = max(cfg.steps, targets[-1], args.total or 0)
 if args.model_set:
     cfg.model = dataclasses.replace(cfg.model, **json.loads(args.model_set))
-for key, value in json.loads(args.set or "{}").items():
+overrides = {k: v for text in args.set for k, v in json.loads(text).items()}
+for key, value in overrides.items():
     if key == "model" or not hasattr(cfg, key):
         raise SystemExit(f"--set: no TrainConfig field {key!r} (model fields: --model-set)")
     setattr(cfg, key, value)
