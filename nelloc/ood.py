@@ -388,11 +388,22 @@ def _grid_crops(imgs: list[np.ndarray], k: int, limit: int | None) -> list[np.nd
     return out
 
 
-def load_set(spec: str, channels: int | None, limit: int | None = None) -> ImageSet:
+def spread_indices(total: int, limit: int | None) -> np.ndarray:
+    """``limit`` indices evenly spaced over ``range(total)``, starting at 0 (all if limit is None or
+    larger): a subset that keeps every part of a set that is stored grouped by class."""
+    if limit is None or limit >= total:
+        return np.arange(total)
+    return np.arange(limit) * total // limit
+
+
+def load_set(spec: str, channels: int | None, limit: int | None = None, spread: bool = False) -> ImageSet:
     """Images of a staged name, folder or .npz, optionally derived with suffixes (in this order):
     ``-cropsK`` (non-overlapping KxK grid crops, row-major, image by image: ``kodak-crops32``),
     ``-S`` (resize to SxS, box filter: ``omniglot-28``), ``-inv`` (255 - x).  Converted to
-    ``channels`` (grey replicated to RGB; None: as stored); the label says which conversions were made."""
+    ``channels`` (grey replicated to RGB; None: as stored); the label says which conversions were made.
+
+    ``limit`` keeps the first N images (crops), or with ``spread`` N evenly spaced over the whole set:
+    some staged sets are grouped by class (Fashion-MNIST's first 1,000 test images are all T-shirts)."""
     base, crop, size, inv = spec, None, None, False
     if not _exists(spec):
         m = _DERIVED.match(spec)
@@ -405,18 +416,24 @@ def load_set(spec: str, channels: int | None, limit: int | None = None) -> Image
             raise DatasetError(f"image set {spec!r}: not a staged set ({have}), an existing folder or .npz, "
                                f"or one of those with -cropsK / -S / -inv")
     try:
-        raw = datasets.load_images(base, channels=None, limit=None if crop else limit)
+        raw = datasets.load_images(base, channels=None, limit=None if crop or spread else limit)
     except (FileNotFoundError, KeyError, OSError, ValueError) as exc:
         raise DatasetError(f"image set {spec!r}: {exc}") from None
     if not raw:
         raise DatasetError(f"image set {spec!r}: no images")
     notes = []
     src_ch = {image_channels(im) for im in raw}
+    total = None
     if crop:
-        raw = _grid_crops(raw, crop, limit)
+        raw = _grid_crops(raw, crop, None if spread else limit)
         if not raw:
             raise DatasetError(f"image set {spec!r}: images smaller than {crop}x{crop}")
-        notes.append(f"{crop}x{crop} crops (non-overlapping grid, row-major, first {len(raw)})")
+    if spread and limit is not None and limit < len(raw):
+        total = len(raw)
+        raw = [raw[i] for i in spread_indices(total, limit)]
+    if crop:
+        which = f"{len(raw)} of {total} evenly spaced" if total else f"first {len(raw)}"
+        notes.append(f"{crop}x{crop} crops (non-overlapping grid, row-major, {which})")
     if size:
         h0, w0 = raw[0].shape[:2]
         raw = [np.asarray(Image.fromarray(im).resize((size, size), Image.BOX)) for im in raw]
@@ -437,7 +454,12 @@ def load_set(spec: str, channels: int | None, limit: int | None = None) -> Image
     if inv:
         title += " inv"
     n = len(imgs)
-    label = f"{spec}: {n} images" + (f" (first {limit})" if limit and not crop else "")
+    if crop:
+        label = f"{spec}: {n} images"
+    elif total:
+        label = f"{spec}: {n} images ({n} of {total}, evenly spaced)"
+    else:
+        label = f"{spec}: {n} images" + (f" (first {limit})" if limit else "")
     if notes:
         label += "; " + "; ".join(notes)
     return ImageSet(spec, imgs, label, title)
@@ -508,7 +530,7 @@ def evaluate(in_dist: str, ood_sets: Sequence[str], pair: ModelPair | str, limit
     codecs = classical_codecs() if baselines else {}
 
     def measure(spec: str):
-        iset = load_set(spec, ch, limit)
+        iset = load_set(spec, ch, limit, spread=True)
         s = score_images(iset.images, pair, batch=batch, device=device, progress=progress)
         cl = {name: classical_bits(iset.images, c, progress) for name, c in codecs.items()}
         return iset, s, cl

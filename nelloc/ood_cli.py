@@ -106,7 +106,7 @@ def score_cmd(inputs, pair_name, as_json, batch, device, limit) -> None:
 @click.option("--ood", "ood_sets", multiple=True, required=True,
               help="OOD set (repeatable), e.g. mnist-test, omniglot-28-inv, celeba, kodak-crops32.")
 @click.option("--model-pair", "pair_name", help="Installed pair (default by the in-dist set's channels: gray / rgb).")
-@click.option("--limit", type=click.IntRange(1), default=None, help="First N images (crops) of every set.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="N images (crops) of every set, evenly spaced over it (sets may be stored grouped by class).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a Markdown table.")
 @click.option("--plot-dir", type=click.Path(file_okay=False), help="Write score histograms (PNG) here.")
 @click.option("--batch", type=click.IntRange(1), default=256, show_default=True)

@@ -148,6 +148,20 @@ def test_derived_sets(tmp_path):
         ood.load_set(str(tmp_path / "missing.npz"), 1)
 
 
+def test_spread_subset_keeps_every_group(tmp_path):
+    # stored grouped by class, like the staged Fashion-MNIST: the first N would be one class only
+    grouped = np.repeat(np.arange(10, dtype=np.uint8), 7)[:, None, None] * np.ones((1, 4, 4), np.uint8)
+    np.savez(tmp_path / "grouped.npz", images=grouped)
+    first = ood.load_set(str(tmp_path / "grouped.npz"), 1, limit=10)
+    spread = ood.load_set(str(tmp_path / "grouped.npz"), 1, limit=10, spread=True)
+    assert {int(im[0, 0]) for im in first.images} == {0, 1}
+    assert [int(im[0, 0]) for im in spread.images] == list(range(10))
+    assert "10 of 70, evenly spaced" in spread.label
+    assert list(ood.spread_indices(5, 2)) == [0, 2] and list(ood.spread_indices(3, 9)) == [0, 1, 2]
+    crops = ood.load_set(f"{tmp_path / 'grouped.npz'}-crops2", 1, limit=7, spread=True)  # 4 crops per image
+    assert [int(im[0, 0]) for im in crops.images] == [0, 1, 2, 4, 5, 7, 8] and "7 of 280" in crops.label
+
+
 # -- export from training runs -------------------------------------------------------------------
 
 def test_export_pair_from_runs(tmp_path, monkeypatch):
