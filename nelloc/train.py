@@ -35,7 +35,8 @@ class TrainConfig:
     qat_start: float = 0.8  # fraction of the steps trained in float before fake quantisation
     calib_quantile: float = 0.999  # each fake-quantised phase starts with activation ranges set to
     #                                this quantile of the first batch (0.9999 and up for extension
-    #                                legs: measured in docs/ablations.md)
+    #                                legs: measured in docs/ablations.md); 0 keeps the ranges
+    #                                an earlier leg learned (set at 0.999 if there are none)
     warmup: int = 100
     grad_clip: float = 1.0  # max gradient norm (0 = off); deep full models at lr 1e-3 stalled at the
     #                         pixel marginal without it (and often with it: use lr 3e-4 for those)
@@ -192,8 +193,9 @@ class Trainer:
         x = self.sampler.batch(self.cfg.batch)
         if self.model.quantize and not self.quantizing(self.step - 1):
             self._forget_best()
-            # ranges learned in an earlier leg are stale after float training: set them afresh
-            calibrate_activations(self.model, x.to(self.device), self.cfg.calib_quantile)
+            # ranges learned in an earlier leg may be stale after float training: set them afresh
+            if self.cfg.calib_quantile > 0 or not self.model.is_calibrated():
+                calibrate_activations(self.model, x.to(self.device), self.cfg.calib_quantile or 0.999)
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
         loss = self.bits_per_dim(x)

@@ -228,3 +228,15 @@ def test_each_fake_quantised_phase_sets_the_activation_ranges_afresh(image_folde
     assert all(float(a.log_scale.detach()) == -20.0 for a in acts)  # float steps leave them alone
     leg2.train_step()  # the first quantised step calibrates (to the batch maximum), then trains
     assert all(float(a.log_scale.detach()) > -10.0 for a in acts)
+
+
+def test_calib_quantile_zero_keeps_the_learned_ranges(image_folder, tmp_path):
+    Trainer(tiny_config(image_folder, steps=12), tmp_path / "run").run(quiet=True)  # ends fake-quantised
+    cfg = tiny_config(image_folder, steps=24)
+    cfg.qat_start, cfg.calib_quantile, cfg.lr = 0.75, 0.0, 0.0  # lr 0: only calibration could move them
+    leg2 = Trainer(cfg, tmp_path / "run")
+    leg2.run(steps=18, quiet=True)
+    before = [float(a.log_scale.detach()) for a in leg2.model.modules() if isinstance(a, ActQuant)]
+    leg2.train_step()
+    after = [float(a.log_scale.detach()) for a in leg2.model.modules() if isinstance(a, ActQuant)]
+    assert before == after
