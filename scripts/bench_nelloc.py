@@ -296,19 +296,21 @@ def matmul_gflops(n: int = 2048, k: int = 256) -> float:
     return 2 * a.shape[0] * k * k / statistics.median(times) / 1e9
 
 
+def _image_set_args(parser: argparse.ArgumentParser, dataset: str = "kodak", limit: int | None = None) -> None:
+    parser.add_argument("--dataset", default=dataset)
+    parser.add_argument("--limit", type=int, default=limit)
+    parser.add_argument("--model", default="rgb")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("roundtrip")
-    r.add_argument("--dataset", default="kodak")
-    r.add_argument("--limit", type=int)
-    r.add_argument("--model", default="rgb")
+    _image_set_args(r)
     r.add_argument("--tile", type=int)
     r.add_argument("--quiet-images", action="store_true", help="no per-image lines")
     t = sub.add_parser("tiles")
-    t.add_argument("--dataset", default="kodak")
-    t.add_argument("--limit", type=int)
-    t.add_argument("--model", default="rgb")
+    _image_set_args(t)
     t.add_argument("--tiles", default="0,16,32,64,128")
     s = sub.add_parser("speed")
     s.add_argument("--image", default="kodak/kodim23.png")
@@ -325,15 +327,11 @@ def main() -> None:
     ts.add_argument("--repeat", type=int, default=5)
     sub.add_parser("matmul")
     dv = sub.add_parser("devices")
-    dv.add_argument("--dataset", default="kodak")
-    dv.add_argument("--limit", type=int)
-    dv.add_argument("--model", default="rgb")
+    _image_set_args(dv)
     dv.add_argument("--tile", type=int)
     dv.add_argument("--devices", default="cuda,cpu", help="comma-separated torch devices, e.g. cuda,cpu")
     b = sub.add_parser("batch")
-    b.add_argument("--dataset", default="cifar10-test")
-    b.add_argument("--limit", type=int, default=200)
-    b.add_argument("--model", default="rgb")
+    _image_set_args(b, dataset="cifar10-test", limit=200)
     b.add_argument("--tile", type=int, default=codec.DEFAULT_TILE)
     args = p.parse_args()
     if args.cmd == "matmul":
