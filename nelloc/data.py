@@ -72,3 +72,16 @@ def load_images(name_or_path: str, channels: int | None = None, limit: int | Non
     with np.load(path) as f:
         arr = f["images"][:limit]
     return [_to_mode(a, channels) for a in arr]
+
+
+def downscale(img: np.ndarray, factor: int) -> np.ndarray:
+    """The image shrunk by an integer factor: each output pixel is the mean of a factor x factor block,
+    rounded half up; rows and columns past the last whole block are dropped."""
+    if factor == 1:
+        return img
+    h, w = img.shape[0] // factor, img.shape[1] // factor
+    if h == 0 or w == 0:
+        raise ValueError(f"a {img.shape[1]}x{img.shape[0]} image is smaller than the downscale factor {factor}")
+    blocks = img[: h * factor, : w * factor].reshape(h, factor, w, factor, *img.shape[2:])
+    n = factor * factor
+    return ((blocks.sum(axis=(1, 3), dtype=np.uint32) + n // 2) // n).astype(np.uint8)

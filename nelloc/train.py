@@ -22,7 +22,8 @@ from nelloc.model import ModelConfig, PixelCNN, calibrate_activations, change_ac
 
 @dataclass
 class TrainConfig:
-    data: list[str] = field(default_factory=lambda: ["cifar10-train"])  # "name" or "name:weight"
+    data: list[str] = field(default_factory=lambda: ["cifar10-train"])  # "name[/F][:weight]"; /F: every
+    #                                                                       image shrunk F times (data.downscale)
     model: ModelConfig = field(default_factory=ModelConfig)
     crop: int = 32
     batch: int = 32
@@ -81,9 +82,13 @@ class CropSampler:
         return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
 
 
-def _parse_source(spec: str) -> tuple[str, float]:
-    name, _, weight = spec.partition(":")
-    return name, float(weight or 1.0)
+def _parse_source(spec: str) -> tuple[str, int, float]:
+    """``"clic/2:0.3"`` -> ("clic", 2, 0.3): a set, the factor its images are shrunk by, its weight."""
+    source, _, weight = spec.partition(":")
+    name, slash, factor = source.rpartition("/") if "/" in source and source.rpartition("/")[2].isdigit() else (source, "", "")
+    if slash and int(factor) < 1:
+        raise ValueError(f"{spec!r}: the downscale factor must be a positive integer")
+    return name, int(factor or 1), float(weight or 1.0)
 
 
 def _split(imgs: list[np.ndarray], holdout: float = 0.05) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -99,10 +104,10 @@ def _split(imgs: list[np.ndarray], holdout: float = 0.05) -> tuple[list[np.ndarr
 def build_samplers(cfg: TrainConfig) -> tuple[CropSampler, torch.Tensor]:
     train_sources, val_sources = [], []
     for spec in cfg.data:
-        name, weight = _parse_source(spec)
+        name, factor, weight = _parse_source(spec)
         if name in datasets.EVALUATION_SETS:
             raise ValueError(f"{name} is an evaluation set; never train on it")
-        imgs = datasets.load_images(name, channels=cfg.model.channels)
+        imgs = [datasets.downscale(im, factor) for im in datasets.load_images(name, channels=cfg.model.channels)]
         train, val = _split(imgs)
         train_sources.append((train, weight))
         val_sources.append((val, weight))

@@ -26,7 +26,8 @@ def image_folder(tmp_path):
 
 
 def tiny_config(folder, steps=12, **kw) -> TrainConfig:
-    return TrainConfig(data=[str(folder)], model=ModelConfig(width=8, mixtures=2), crop=12, batch=4, lr=3e-3,
+    kw.setdefault("data", [str(folder)])
+    return TrainConfig( model=ModelConfig(width=8, mixtures=2), crop=12, batch=4, lr=3e-3,
                        steps=steps, val_every=6, ckpt_every=3, val_crops=4, qat_start=0.5, warmup=2, **kw)
 
 
@@ -100,9 +101,19 @@ def test_export_card_evaluates_the_exported_file_not_an_installed_namesake(image
     assert card["evaluation"]["bits_per_subpixel_actual_files"][str(image_folder)]["bits_per_subpixel"] == round(bits, 4)
 
 
-def test_evaluation_sets_are_refused(tmp_path):
+@pytest.mark.parametrize("source", ["kodak", "kodak/2:0.5", "cifar10-test:1"])
+def test_evaluation_sets_are_refused(tmp_path, source):
     with pytest.raises(ValueError, match="evaluation set"):
-        Trainer(TrainConfig(data=["kodak"], steps=1), tmp_path / "run")
+        Trainer(TrainConfig(data=[source], steps=1), tmp_path / "run")
+
+
+def test_a_downscaled_source_trains_on_the_shrunk_images(image_folder, tmp_path):
+    trainer = Trainer(tiny_config(image_folder, data=[f"{image_folder}/2:0.5", str(image_folder)]), tmp_path / "run")
+    shrunk, full = trainer.sampler.sources
+    assert [im.shape for im in shrunk] == [(20, 24, 3)] * 2 and [im.shape for im in full] == [(40, 48, 3)] * 2
+    np.testing.assert_allclose(trainer.sampler.weights, [1 / 3, 2 / 3])
+    block_means = full[0].reshape(20, 2, 24, 2, 3).astype(np.float64).mean(axis=(1, 3))
+    np.testing.assert_array_equal(shrunk[0], np.floor(block_means + 0.5))
 
 
 @pytest.mark.parametrize("skip", [False, True])
