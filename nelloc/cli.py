@@ -438,7 +438,7 @@ def models_cmd() -> None:
 
 @main.command()
 @click.argument("run_dir")
-@click.option("--data", "data", multiple=True, help="Training set NAME[:WEIGHT] (repeatable), e.g. clic:0.6.")
+@click.option("--data", "data", multiple=True, help="Training set NAME[/F][:WEIGHT] (repeatable), e.g. clic:0.6; /F shrinks its images F times (clic/2:0.25).")
 @click.option("--channels", type=click.Choice(["1", "3"]), default="3", show_default=True)
 @click.option("--width", type=int, default=256, show_default=True)
 @click.option("--res-blocks", type=int, default=1, show_default=True)
