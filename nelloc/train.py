@@ -85,10 +85,12 @@ class CropSampler:
 def _parse_source(spec: str) -> tuple[str, int, float]:
     """``"clic/2:0.3"`` -> ("clic", 2, 0.3): a set, the factor its images are shrunk by, its weight."""
     source, _, weight = spec.partition(":")
-    name, slash, factor = source.rpartition("/") if "/" in source and source.rpartition("/")[2].isdigit() else (source, "", "")
-    if slash and int(factor) < 1:
+    name, _, factor = source.rpartition("/")
+    if not (name and factor.isdigit()):  # no factor: a plain name or a path
+        name, factor = source, "1"
+    if int(factor) < 1:
         raise ValueError(f"{spec!r}: the downscale factor must be a positive integer")
-    return name, int(factor or 1), float(weight or 1.0)
+    return name, int(factor), float(weight or 1.0)
 
 
 def _split(imgs: list[np.ndarray], holdout: float = 0.05) -> tuple[list[np.ndarray], list[np.ndarray]]:

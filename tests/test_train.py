@@ -27,7 +27,7 @@ def image_folder(tmp_path):
 
 def tiny_config(folder, steps=12, **kw) -> TrainConfig:
     kw.setdefault("data", [str(folder)])
-    return TrainConfig( model=ModelConfig(width=8, mixtures=2), crop=12, batch=4, lr=3e-3,
+    return TrainConfig(model=ModelConfig(width=8, mixtures=2), crop=12, batch=4, lr=3e-3,
                        steps=steps, val_every=6, ckpt_every=3, val_crops=4, qat_start=0.5, warmup=2, **kw)
 
 
