@@ -262,6 +262,8 @@ def warm_start(full: PixelCNN, local: PixelCNN) -> None:
     expert for as many steps as its full partner got (equal training budget for the OOD ratio).
     A local model given the same configuration plus the linear skip starts as exactly that model
     (the skip is zero) and learns the skip from there.
+    A local model given the same configuration but a larger width starts as exactly that model too
+    (``widen``): the added units are there to learn what the narrow model had no room for.
 
     The first layer, block 0 (its 1x1 middle convolution becomes the centre tap of the 3x3 one),
     the head and the output layer are copied; the other blocks start as the identity (their last
@@ -274,6 +276,9 @@ def warm_start(full: PixelCNN, local: PixelCNN) -> None:
     if fc.kind == lc.kind == "local" and fc.skip and not lc.skip and replace(fc, skip=False) == lc:
         missing, unexpected = full.load_state_dict(local.state_dict(), strict=False)
         assert missing == ["skip"] and not unexpected  # the new skip starts at zero: the same model
+        return
+    if fc.kind == lc.kind == "local" and fc.width > lc.width and replace(fc, width=lc.width) == lc:
+        widen(full, local)
         return
     if fc.kind != "full" or lc.kind != "local" or (fc.channels, fc.horizon, fc.width, fc.mixtures) != (
             lc.channels, lc.horizon, lc.width, lc.mixtures) or lc.res_blocks != 1:
@@ -292,6 +297,23 @@ def warm_start(full: PixelCNN, local: PixelCNN) -> None:
     for block in full.blocks[1:]:
         block.convs[2].weight.zero_()
         block.convs[2].bias.fill_(WARM_BIAS)
+
+
+@torch.no_grad()
+def widen(wide: PixelCNN, narrow: PixelCNN) -> None:
+    """Load ``narrow`` into ``wide`` (a local model differing only in width) so that ``wide``
+    computes exactly the same function: every added unit keeps its fresh random inputs, and its
+    output weights into the narrow model's units (and the mixture parameters) are zero.  Gradients
+    reach those zero weights from the first step, since the added units' activations are not zero.
+    """
+    wide_state = wide.state_dict()
+    for key, src in narrow.state_dict().items():
+        if key.endswith(".mask"):  # the wide model's own masks are right (and must not be zeroed)
+            continue
+        dst = wide_state[key]
+        if dst.dim() > 1:
+            dst[: src.shape[0], src.shape[1] :] = 0
+        dst[tuple(slice(0, n) for n in src.shape)] = src
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:

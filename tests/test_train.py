@@ -182,6 +182,27 @@ def test_a_skip_model_warm_started_from_the_same_model_without_skip_starts_equal
     assert with_skip.skip.grad.abs().sum() > 0  # and it learns from the first step
 
 
+def test_a_wider_local_model_warm_started_from_a_narrow_one_starts_equal_and_learns_with_its_new_units():
+    from nelloc.model import ModelConfig, PixelCNN
+    from nelloc.train import warm_start
+
+    torch.manual_seed(3)
+    cfg = ModelConfig(channels=3, width=12, mixtures=4, res_blocks=2, kind="local", skip=True)
+    narrow, wide = PixelCNN(cfg), PixelCNN(ModelConfig(**{**cfg.to_dict(), "width": 20}))
+    with torch.no_grad():  # a "trained" narrow model: weights well away from their init
+        for p in narrow.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    narrow.quantize = wide.quantize = False
+    x = torch.randint(0, 256, (2, 3, 12, 12)).float()
+    warm_start(wide, narrow)
+    assert torch.allclose(wide.bits(x), narrow.bits(x), rtol=1e-5)
+    assert torch.equal(wide.blocks[0].convs[0].mask, torch.ones_like(wide.blocks[0].convs[0].mask))
+    wide.bits(x).sum().backward()
+    assert wide.out.weight.grad[:, 12:].abs().sum() > 0  # the added units feed the output from step one
+    with pytest.raises(ValueError):  # narrower is no warm start
+        warm_start(narrow, wide)
+
+
 @pytest.mark.parametrize("kind", ["local", "full"])
 def test_mixed_precision_trunk_is_close_to_float_and_off_under_fake_quantisation(kind):
     from nelloc.model import PixelCNN
