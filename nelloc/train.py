@@ -313,7 +313,7 @@ def widen(wide: PixelCNN, narrow: PixelCNN) -> None:
         dst = wide_state[key]
         if dst.dim() > 1:
             dst[: src.shape[0], src.shape[1] :] = 0
-        dst[tuple(slice(0, n) for n in src.shape)] = src
+        dst[tuple(map(slice, src.shape))] = src  # the leading block: the narrow model's units
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:

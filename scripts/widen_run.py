@@ -30,7 +30,7 @@ def pad_adam_state(opt_state: dict, narrow: PixelCNN, wide: PixelCNN) -> None:
         for key in ("exp_avg", "exp_avg_sq"):
             fill = 0.0 if key == "exp_avg" else float(state[key].mean())
             padded = torch.full_like(wide_params[name].detach(), fill)
-            padded[tuple(slice(0, n) for n in state[key].shape)] = state[key]
+            padded[tuple(map(slice, state[key].shape))] = state[key]
             state[key] = padded
 
 
@@ -48,13 +48,12 @@ def main() -> None:
         raise SystemExit(f"widen_run: needs a local model narrower than {args.width} (got {narrow_cfg})")
     narrow = PixelCNN(narrow_cfg)
     narrow.load_state_dict(st["model"])
+    cfg["model"]["width"] = args.width
     torch.manual_seed(args.seed)
-    wide = PixelCNN(ModelConfig(**{**cfg["model"], "width": args.width}))
+    wide = PixelCNN(ModelConfig(**cfg["model"]))
     widen(wide, narrow)
     pad_adam_state(st["opt"], narrow, wide)
-    st["model"] = wide.state_dict()
-    cfg["model"]["width"] = args.width
-    st["config"] = json.dumps(cfg)
+    st["model"], st["config"] = wide.state_dict(), json.dumps(cfg)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=False)
     torch.save(st, out / "last.pt")
