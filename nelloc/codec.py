@@ -261,8 +261,9 @@ def decode_planes(
     num_steps = max((st.grid.num_steps for st in stacks), default=0)
     pixels = sum(job.height * job.width for job in jobs)
     with _torch_threads(1 if pixels < SMALL_STEP * max(num_steps, 1) else torch.get_num_threads()):
+        scratch = _CountsBuffer()
         for s in range(num_steps):
-            _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic)
+            _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic, scratch)
     results: list[np.ndarray | BadStreamError] = [None] * len(jobs)  # type: ignore[list-item]
     for st in stacks:
         for k, i in enumerate(st.members):
@@ -273,7 +274,21 @@ def decode_planes(
     return results
 
 
-def _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic) -> None:
+class _CountsBuffer:
+    """One decode's reusable float64 buffer for a wavefront step's counts: each channel's counts
+    are consumed by the range decoders before the next channel's are built, and a fresh array per
+    step would cost its page faults every time."""
+
+    def __init__(self) -> None:
+        self.buf = np.empty((0, mx.NUM_VALUES), np.float64)
+
+    def rows(self, n: int) -> np.ndarray:
+        if len(self.buf) < n:
+            self.buf = np.empty((n, mx.NUM_VALUES), np.float64)
+        return self.buf
+
+
+def _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic, scratch: _CountsBuffer) -> None:
     c_total = model.cfg.channels
     blocks, xs = [], []
     for st in stacks:
@@ -286,9 +301,10 @@ def _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic) 
         return
     params = model.split(model.forward(torch.cat(xs), arithmetic).cpu().numpy())
     values = np.zeros((len(params["logits"]), c_total), np.int32)
+    buffer = scratch.rows(len(values))
     for c in range(c_total):
         means = coupled_means(params, c, values[:, :c])
-        counts = mx.counts(params["logits"], means, params["logscale_idx"][:, c, :], model.tables)
+        counts = mx.counts(params["logits"], means, params["logscale_idx"][:, c, :], model.tables, out=buffer)
         r = 0
         for st, lo, hi, _ in blocks:
             for i in st.members:

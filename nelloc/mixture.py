@@ -181,17 +181,37 @@ def _pool():
     return _POOL
 
 
+def kernels() -> tuple[str, ...]:
+    """The C kernels this CPU runs (``scalar`` everywhere; ``avx512`` on x86-64 CPUs with
+    AVX-512 F/DQ/VL), slowest first."""
+    from nelloc import _cdf
+
+    return _cdf.kernels()
+
+
+def _kernel_index(name: str) -> int:
+    names = kernels()
+    if name not in names:
+        raise ValueError(f"kernel {name!r} does not run on this CPU (available: {', '.join(names)})")
+    return names.index(name)
+
+
 def counts(
     logits: np.ndarray,
     means: np.ndarray,
     logscale_idx: np.ndarray,
     tables: dict[str, np.ndarray],
     threads: int | None = None,
+    out: np.ndarray | None = None,
+    kernel: str | None = None,
 ) -> np.ndarray:
     """(N, K) integer params -> (N, 256) float64 integer counts (the C kernel; see the reference).
 
-    Rows are split over ``threads`` Python threads (the kernel releases the GIL); the result does
-    not depend on the split.
+    Rows are split over ``threads`` threads (the kernel releases the GIL; the calling thread takes
+    one share); the result does not depend on the split.  ``out``: a C-contiguous float64 buffer
+    of at least N rows to fill instead of a new array (a decoder reuses one: a fresh array per
+    wavefront step costs page faults); the first N rows are returned.  ``kernel``: one of
+    ``kernels()`` (default: the fastest this CPU runs); every kernel gives the same counts.
     """
     from nelloc import _cdf
 
@@ -199,17 +219,23 @@ def counts(
     means = np.ascontiguousarray(means, dtype=np.int32)
     logscale_idx = np.ascontiguousarray(logscale_idx, dtype=np.int32)
     n, k = logits.shape
-    out = np.empty((n, NUM_VALUES), dtype=np.float64)
+    if out is None:
+        out = np.empty((n, NUM_VALUES), dtype=np.float64)
+    elif out.dtype != np.float64 or not out.flags.c_contiguous or out.shape[1:] != (NUM_VALUES,) or len(out) < n:
+        raise ValueError("out must be a C-contiguous float64 array of at least (N, 256)")
+    out = out[:n]
     fine = tables.get("fine")
     if fine is None:
         fine = tables["fine"] = fine_sigmoid(tables["sigmoid"])
     args = (logits, means, logscale_idx, fine, tables["exp"], tables["inv_scale"], out)
+    which = -1 if kernel is None else _kernel_index(kernel)
     parts = max(1, min(threads or default_threads(), n // MIN_ROWS_PER_THREAD))
     if parts == 1:
-        _cdf.build_counts(*args, 0, n, k)
+        _cdf.build_counts(*args, 0, n, k, which)
         return out
-    bounds = np.linspace(0, n, parts + 1).astype(int)
-    jobs = [_pool().submit(_cdf.build_counts, *args, int(a), int(b), k) for a, b in zip(bounds, bounds[1:])]
+    bounds = [n * i // parts for i in range(parts + 1)]
+    jobs = [_pool().submit(_cdf.build_counts, *args, a, b, k, which) for a, b in zip(bounds[1:-1], bounds[2:])]
+    _cdf.build_counts(*args, 0, bounds[1], k, which)
     for job in jobs:
         job.result()
     return out

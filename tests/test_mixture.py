@@ -4,6 +4,7 @@ likelihood agrees with the integer tables."""
 import math
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,22 +22,66 @@ def random_params(rng, n, k):
     return logits, means, ls
 
 
+# Every kernel is tested where it runs; the AVX-512 one is skipped (with this reason) elsewhere.
+KERNELS = [
+    pytest.param(name, marks=pytest.mark.skipif(name not in mx.kernels(), reason=f"this CPU does not run the {name} kernel"))
+    for name in ("scalar", "avx512")
+]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 300), k=st.integers(1, 12))
-def test_kernel_equals_reference(seed, n, k):
+def test_kernel_equals_reference(kernel, seed, n, k):
     logits, means, ls = random_params(np.random.default_rng(seed), n, k)
     ref = mx.counts_reference(logits, means, ls, TABLES)
-    assert np.array_equal(mx.counts(logits, means, ls, TABLES, threads=1), ref)
-    assert np.array_equal(mx.counts(logits, means, ls, TABLES, threads=2), ref)
+    assert np.array_equal(mx.counts(logits, means, ls, TABLES, threads=1, kernel=kernel), ref)
+    assert np.array_equal(mx.counts(logits, means, ls, TABLES, threads=2, kernel=kernel), ref)
 
 
-def test_extreme_parameters_equal_reference():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_extreme_parameters_equal_reference(kernel):
     cases = []
-    for m in (mx.MEAN_MIN, -33, -32, 0, 31, 32, 8160, 16288, 16320, mx.MEAN_MAX):
+    means_at_edges = (mx.MEAN_MIN, -33, -32, 0, 31, 32, 8160, 15840, 15872, 16288, 16320, mx.MEAN_MAX)
+    for m in means_at_edges:
         for s in (0, 1, NLS // 2, NLS - 1):
             cases.append(([0, mx.LOGIT_MIN, mx.LOGIT_MAX], [m, m, m], [s, s, s]))
     logits, means, ls = (np.array([c[i] for c in cases]) for i in range(3))
-    assert np.array_equal(mx.counts(logits, means, ls, TABLES), mx.counts_reference(logits, means, ls, TABLES))
+    got = mx.counts(logits, means, ls, TABLES, kernel=kernel)
+    assert np.array_equal(got, mx.counts_reference(logits, means, ls, TABLES))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kernel_equals_reference_on_sharp_mixtures_at_every_mean(kernel):
+    """Trained models are sharp: narrow windows starting anywhere in the 8-value blocks that the
+    vector kernel works in, one to ten components close together."""
+    rng = np.random.default_rng(7)
+    n, k = 4000, 10
+    centre = rng.integers(mx.MEAN_MIN, mx.MEAN_MAX + 1, (n, 1))
+    means = np.clip(centre + rng.integers(-400, 401, (n, k)), mx.MEAN_MIN, mx.MEAN_MAX)
+    ls = rng.integers(0, NLS // 3, (n, k))  # the smallest third of the scales
+    logits = rng.integers(-200, 1, (n, k))
+    got = mx.counts(logits, means, ls, TABLES, kernel=kernel)
+    assert np.array_equal(got, mx.counts_reference(logits, means, ls, TABLES))
+
+
+def test_counts_fills_a_given_buffer_and_checks_it():
+    logits, means, ls = random_params(np.random.default_rng(3), 600, 10)
+    buffer = np.full((1000, mx.NUM_VALUES), -1.0)
+    got = mx.counts(logits, means, ls, TABLES, threads=2, out=buffer)
+    assert np.shares_memory(got, buffer) and got.shape == (600, mx.NUM_VALUES)
+    assert np.array_equal(got, mx.counts_reference(logits, means, ls, TABLES))
+    assert (buffer[600:] == -1).all()
+    with pytest.raises(ValueError, match="out must be"):
+        mx.counts(logits, means, ls, TABLES, out=np.empty((599, mx.NUM_VALUES)))
+    with pytest.raises(ValueError, match="out must be"):
+        mx.counts(logits, means, ls, TABLES, out=np.empty((600, mx.NUM_VALUES), np.float32))
+
+
+def test_unknown_kernel_is_refused():
+    logits, means, ls = random_params(np.random.default_rng(3), 5, 3)
+    with pytest.raises(ValueError, match="does not run on this CPU"):
+        mx.counts(logits, means, ls, TABLES, kernel="neon")
 
 
 def test_counts_sum_and_floor():
