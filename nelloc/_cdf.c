@@ -214,16 +214,25 @@ static int best_kernel = KERNEL_SCALAR;
 
 static PyObject *py_build_counts(PyObject *self, PyObject *args) {
     Py_buffer lg, mu, ls, sig, ex, inv, out;
-    Py_ssize_t row0, row1, k;
+    Py_ssize_t row0, row1, k, chunk = 0;
     int kernel = -1;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*w*nnn|i", &lg, &mu, &ls, &sig, &ex, &inv, &out, &row0,
-                          &row1, &k, &kernel))
+    PyObject *counter_obj = Py_None;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*w*nnn|iOn", &lg, &mu, &ls, &sig, &ex, &inv, &out, &row0,
+                          &row1, &k, &kernel, &counter_obj, &chunk))
         return NULL;
+    Py_buffer counter = {0};
+    if (counter_obj != Py_None && PyObject_GetBuffer(counter_obj, &counter, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&lg); PyBuffer_Release(&mu); PyBuffer_Release(&ls);
+        PyBuffer_Release(&sig); PyBuffer_Release(&ex); PyBuffer_Release(&inv);
+        PyBuffer_Release(&out);
+        return NULL;
+    }
     if (kernel < 0) kernel = best_kernel;
     int64_t n = (int64_t)(lg.len / (4 * k));
     int ok = k > 0 && row0 >= 0 && row1 <= n && row0 <= row1 && mu.len == lg.len &&
              ls.len == lg.len && out.len >= (Py_ssize_t)(n * 256 * 8) && ex.len >= 4 * EXP_SIZE &&
-             sig.len >= 8 && (kernel == KERNEL_SCALAR || (kernel == KERNEL_AVX512 && best_kernel == KERNEL_AVX512));
+             sig.len >= 8 && (kernel == KERNEL_SCALAR || (kernel == KERNEL_AVX512 && best_kernel == KERNEL_AVX512)) &&
+             (counter.obj == NULL || (counter.len == 8 && chunk > 0));
     if (ok) {
         /* every log-scale index must address the inverse-scale table */
         const int32_t *lsp = (const int32_t *)ls.buf;
@@ -237,6 +246,7 @@ static PyObject *py_build_counts(PyObject *self, PyObject *args) {
         PyBuffer_Release(&lg); PyBuffer_Release(&mu); PyBuffer_Release(&ls);
         PyBuffer_Release(&sig); PyBuffer_Release(&ex); PyBuffer_Release(&inv);
         PyBuffer_Release(&out);
+        if (counter.obj != NULL) PyBuffer_Release(&counter);
         PyErr_SetString(PyExc_ValueError, "build_counts: inconsistent buffer sizes or indices");
         return NULL;
     }
@@ -247,8 +257,8 @@ static PyObject *py_build_counts(PyObject *self, PyObject *args) {
         reach = PyMem_RawMalloc((size_t)ninv * sizeof(int64_t));
         if (padded == NULL || reach == NULL) {
             PyMem_RawFree(padded);
-    PyMem_RawFree(reach);
             PyMem_RawFree(reach);
+            if (counter.obj != NULL) PyBuffer_Release(&counter);
             PyBuffer_Release(&lg); PyBuffer_Release(&mu); PyBuffer_Release(&ls);
             PyBuffer_Release(&sig); PyBuffer_Release(&ex); PyBuffer_Release(&inv);
             PyBuffer_Release(&out);
@@ -260,17 +270,31 @@ static PyObject *py_build_counts(PyObject *self, PyObject *args) {
         for (int64_t i = 0; i < ninv; i++) reach[i] = window_reach(((const int32_t *)inv.buf)[i]);
     }
     Py_BEGIN_ALLOW_THREADS
+    /* With a counter, the calls sharing it take chunks of rows from it until row1, so a thread
+     * that gets less of the CPU does less of the work (a row's counts do not depend on who
+     * computes them). */
+    int64_t *next = counter.obj != NULL ? (int64_t *)counter.buf : NULL;
+    for (;;) {
+        int64_t a = row0, b = row1;
+        if (next != NULL) {
+            a = __atomic_fetch_add(next, (int64_t)chunk, __ATOMIC_RELAXED);
+            if (a >= row1) break;
+            b = a + chunk < row1 ? a + chunk : row1;
+        }
 #if HAVE_AVX512
-    if (kernel == KERNEL_AVX512)
-        build_rows_avx512((const int32_t *)lg.buf, (const int32_t *)mu.buf, (const int32_t *)ls.buf,
-                          padded, sig.len / 4, (const int32_t *)ex.buf, (const int32_t *)inv.buf,
-                          reach, (double *)out.buf, row0, row1, k);
-    else
+        if (kernel == KERNEL_AVX512)
+            build_rows_avx512((const int32_t *)lg.buf, (const int32_t *)mu.buf, (const int32_t *)ls.buf,
+                              padded, sig.len / 4, (const int32_t *)ex.buf, (const int32_t *)inv.buf,
+                              reach, (double *)out.buf, a, b, k);
+        else
 #endif
-        build_rows((const int32_t *)lg.buf, (const int32_t *)mu.buf, (const int32_t *)ls.buf,
-                   (const int32_t *)sig.buf, sig.len / 4, (const int32_t *)ex.buf,
-                   (const int32_t *)inv.buf, (double *)out.buf, row0, row1, k);
+            build_rows((const int32_t *)lg.buf, (const int32_t *)mu.buf, (const int32_t *)ls.buf,
+                       (const int32_t *)sig.buf, sig.len / 4, (const int32_t *)ex.buf,
+                       (const int32_t *)inv.buf, (double *)out.buf, a, b, k);
+        if (next == NULL) break;
+    }
     Py_END_ALLOW_THREADS
+    if (counter.obj != NULL) PyBuffer_Release(&counter);
     PyMem_RawFree(padded);
     PyMem_RawFree(reach);
     PyBuffer_Release(&lg); PyBuffer_Release(&mu); PyBuffer_Release(&ls);
@@ -286,8 +310,10 @@ static PyObject *py_kernels(PyObject *self, PyObject *noargs) {
 
 static PyMethodDef methods[] = {
     {"build_counts", py_build_counts, METH_VARARGS,
-     "Integer mixture counts for rows [row0, row1); optional last argument: kernel index "
-     "(0 scalar, 1 avx512; default the fastest this CPU runs).  Every kernel gives the same counts."},
+     "Integer mixture counts for rows [row0, row1).  Optional: kernel index (0 scalar, 1 avx512; "
+     "-1 the fastest this CPU runs; every kernel gives the same counts); a shared int64 counter "
+     "(a writable 8-byte buffer holding row0) and a chunk size, to take chunks of rows from it "
+     "until row1 (several threads may share one counter)."},
     {"kernels", py_kernels, METH_NOARGS, "Names of the kernels this CPU runs, by index."},
     {NULL, NULL, 0, NULL}};
 

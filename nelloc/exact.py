@@ -29,6 +29,7 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from nelloc import _requant as fused_ops
 from nelloc import mixture as mx
 from nelloc.errors import ModelError
 from nelloc.model import INPUT_CENTRE, PARAM_SPECS, WEIGHT_QMAX, ModelConfig, PixelCNN, causal_offsets
@@ -234,6 +235,12 @@ class ExactModel:
         except KeyError as exc:
             raise ModelError(f"model file lacks tensor {exc}") from exc
 
+    fuse_cpu_ops = True  # CPU: fused C re-quantisation (nelloc/_requant.c); False: torch's ops
+
+    @property
+    def _fused(self) -> bool:
+        return self.fuse_cpu_ops and self.device.type == "cpu"
+
     def _load_device(self) -> None:
         dev = self.device
         self._layers, self._layers32 = {}, {}
@@ -246,6 +253,10 @@ class ExactModel:
         if self.cfg.skip:
             self._skip = (torch.from_numpy(self.tensors["skip.weight"].astype(np.float32)).to(dev),
                           torch.from_numpy(self.tensors["skip.mul"].astype(np.float32)).to(dev))
+        # the fused CPU path's float32 constants as numpy arrays (mul, add, lo, hi per layer)
+        self._consts32 = {name: tuple(self.tensors[f"{name}.{k}"].astype(np.float32) for k in ("mul", "add", "lo", "hi"))
+                          for name in self._layer_names()}
+        self._skip_mul32 = self.tensors["skip.mul"].astype(np.float32) if self.cfg.skip else None
         self._residual = [tuple(float(v) for v in self.tensors[f"block{b}.residual"])
                           for b in range(self.cfg.res_blocks)]
         # Python floats holding float32 values: torch's float32 ops use them without further rounding
@@ -276,12 +287,25 @@ class ExactModel:
         never fused into an FMA), floor and clamp.  ``skip_of``: the network input, whose skip term
         (its own exact matmul times its own float32 multiplier) is added before ``add``."""
         w, mul, add, lo, hi = self._layers32[name]
+        if self._fused:
+            return self._apply32_fused(name, x, skip_of)
         y = torch.matmul(x, w).mul_(mul)
         if skip_of is not None:
             ws, ms = self._skip
             y.add_(torch.matmul(skip_of, ws).mul_(ms))
         y = y.add_(add).floor_()
         return y.clamp_(0, self.cfg.act_qmax) if act else torch.maximum(torch.minimum(y, hi), lo)
+
+    def _apply32_fused(self, name: str, x: torch.Tensor, skip_of: torch.Tensor | None) -> torch.Tensor:
+        """``_apply32`` on the CPU with its elementwise steps in one C pass (nelloc/_requant.c: the
+        same binary32 operations in the same order, so the same numbers)."""
+        w = self._layers32[name][0]
+        y = torch.matmul(x, w)
+        if skip_of is None:
+            fused_ops.requant(y.numpy(), *self._consts32[name])
+        else:
+            fused_ops.requant(y.numpy(), *self._consts32[name], torch.matmul(skip_of, self._skip[0]).numpy(), self._skip_mul32)
+        return y
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, arithmetic: int = ARITHMETIC) -> torch.Tensor:
@@ -296,7 +320,7 @@ class ExactModel:
                 if self.cfg.skip:
                     raise ModelError("models with a skip layer run arithmetic 2 only (format version >= 2)")
                 return self._run(x, self._apply, self._residual, _residual64)
-            return self._run(x, self._apply32, self._residual32, _residual32)
+            return self._run(x, self._apply32, self._residual32, _residual32_fused if self._fused else _residual32)
         finally:
             torch.backends.cuda.matmul.allow_tf32 = cuda_tf32
 
@@ -353,6 +377,12 @@ def _check_float32_constants(what: str, *arrays: np.ndarray) -> None:
 def _residual64(h: torch.Tensor, t: torch.Tensor, r0: float, r1: float, qmax: int) -> torch.Tensor:
     """Arithmetic 1: exact in float64."""
     return (h.double() * r0 + t.double() * r1 + 0.5).floor_().clamp_(0, qmax).float()
+
+
+def _residual32_fused(h: torch.Tensor, t: torch.Tensor, r0: float, r1: float, qmax: int) -> torch.Tensor:
+    """``_residual32`` in one C pass on the CPU (same binary32 operations, same order); overwrites t."""
+    fused_ops.residual(h.numpy(), t.numpy(), r0, r1, float(qmax))
+    return t
 
 
 def _residual32(h: torch.Tensor, t: torch.Tensor, r0: float, r1: float, qmax: int) -> torch.Tensor:

@@ -207,8 +207,8 @@ def counts(
 ) -> np.ndarray:
     """(N, K) integer params -> (N, 256) float64 integer counts (the C kernel; see the reference).
 
-    Rows are split over ``threads`` threads (the kernel releases the GIL; the calling thread takes
-    one share); the result does not depend on the split.  ``out``: a C-contiguous float64 buffer
+    Rows are shared among ``threads`` threads (the kernel releases the GIL; the calling thread is
+    one of them), in chunks taken in turn; the result does not depend on who computes which rows.  ``out``: a C-contiguous float64 buffer
     of at least N rows to fill instead of a new array (a decoder reuses one: a fresh array per
     wavefront step costs page faults); the first N rows are returned.  ``kernel``: one of
     ``kernels()`` (default: the fastest this CPU runs); every kernel gives the same counts.
@@ -233,9 +233,12 @@ def counts(
     if parts == 1:
         _cdf.build_counts(*args, 0, n, k, which)
         return out
-    bounds = [n * i // parts for i in range(parts + 1)]
-    jobs = [_pool().submit(_cdf.build_counts, *args, a, b, k, which) for a, b in zip(bounds[1:-1], bounds[2:])]
-    _cdf.build_counts(*args, 0, bounds[1], k, which)
+    # Chunks from a shared counter rather than fixed shares: right after a torch call, torch's
+    # OpenMP workers spin for a while on the other cores, and a fixed share there would finish last.
+    counter = np.zeros(1, np.int64)
+    chunk = max(16, n // (8 * parts))
+    jobs = [_pool().submit(_cdf.build_counts, *args, 0, n, k, which, counter, chunk) for _ in range(parts - 1)]
+    _cdf.build_counts(*args, 0, n, k, which, counter, chunk)
     for job in jobs:
         job.result()
     return out

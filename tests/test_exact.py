@@ -256,3 +256,35 @@ def test_version_1_arithmetic_is_also_batch_invariant_and_close_to_version_2(tin
     parts = np.concatenate([tiny_rgb.forward(x[i : i + 7], arithmetic=1).numpy() for i in range(0, len(x), 7)])
     assert np.array_equal(whole, parts)
     assert (whole == tiny_rgb.forward(x, arithmetic=2).numpy()).mean() > 0.99
+
+
+@pytest.mark.parametrize("which", ["tiny_rgb", "paper_size_model", "skip_model", "wide_act_model"])
+def test_fused_cpu_ops_equal_the_torch_ops_that_cuda_runs(which, request, monkeypatch):
+    """The CPU's fused C re-quantisation (nelloc/_requant.c) and the separate torch ops (what a
+    CUDA device runs) give the same numbers, extreme neighbourhoods included."""
+    model = request.getfixturevalue(which)
+    rng = np.random.default_rng(11)
+    x = rng.integers(-128, 129, (2000, model.fan_in)).astype(np.float32)
+    x[:50] = -128
+    x[50:100] = 128
+    x = torch.from_numpy(x)
+    fused = model.forward(x).numpy()
+    monkeypatch.setattr(model, "fuse_cpu_ops", False)
+    assert np.array_equal(model.forward(x).numpy(), fused)
+
+
+def test_fused_ops_refuse_arrays_of_the_wrong_kind():
+    from nelloc import _requant
+
+    y, v = np.zeros((4, 3), np.float32), np.zeros(3, np.float32)
+    _requant.requant(y, v, v, v, v)
+    with pytest.raises(ValueError, match="float32"):
+        _requant.requant(y.astype(np.float64), v, v, v, v)
+    with pytest.raises(ValueError, match="float32"):
+        _requant.requant(y, np.zeros(4, np.float32), v, v, v)
+    with pytest.raises(ValueError, match="contiguous"):
+        _requant.requant(np.zeros((3, 4), np.float32).T, v, v, v, v)
+    with pytest.raises(ValueError, match="both"):
+        _requant.requant(y, v, v, v, v, y)
+    with pytest.raises(ValueError, match="float32"):
+        _requant.residual(y, np.zeros((4, 4), np.float32), 1.0, 1.0, 255.0)
