@@ -260,8 +260,10 @@ def decode_planes(
               for (h, w, t), members in geometry.items()]
     num_steps = max((st.grid.num_steps for st in stacks), default=0)
     pixels = sum(job.height * job.width for job in jobs)
-    with _torch_threads(1 if pixels < SMALL_STEP * max(num_steps, 1) else torch.get_num_threads()):
-        scratch = _CountsBuffer()
+    threads = 1 if pixels < SMALL_STEP * max(num_steps, 1) else torch.get_num_threads()
+    split = SPLIT_FORWARD and dev.type == "cpu" and threads > 1
+    with _torch_threads(1 if split else threads):
+        scratch = _StepScratch(min(threads, mx.default_threads()) if split else 1)
         for s in range(num_steps):
             _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic, scratch)
     results: list[np.ndarray | BadStreamError] = [None] * len(jobs)  # type: ignore[list-item]
@@ -274,13 +276,18 @@ def decode_planes(
     return results
 
 
-class _CountsBuffer:
-    """One decode's reusable float64 buffer for a wavefront step's counts: each channel's counts
-    are consumed by the range decoders before the next channel's are built, and a fresh array per
-    step would cost its page faults every time."""
+class _StepScratch:
+    """What one decode reuses across wavefront steps.
 
-    def __init__(self) -> None:
+    ``buffer``: the float64 counts of a step (each channel's counts are consumed by the range
+    decoders before the next channel's are built; a fresh array per step would cost its page faults
+    every time).  ``forward_parts``: threads that share each step's network call on the CPU (with
+    torch single-threaded: torch's OpenMP workers otherwise keep spinning on the other core after
+    each call, and the CDF kernel's second thread then gets little of it)."""
+
+    def __init__(self, forward_parts: int = 1) -> None:
         self.buf = np.empty((0, mx.NUM_VALUES), np.float64)
+        self.forward_parts = forward_parts
 
     def rows(self, n: int) -> np.ndarray:
         if len(self.buf) < n:
@@ -288,7 +295,23 @@ class _CountsBuffer:
         return self.buf
 
 
-def _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic, scratch: _CountsBuffer) -> None:
+SPLIT_FORWARD = True  # CPU decode: share each step's network call among threads (see _StepScratch)
+MIN_SPLIT_ROWS = 64  # below this many rows per thread a step's network call stays in one thread
+
+
+def _network_rows(model: ExactModel, x: torch.Tensor, arithmetic: int, parts: int) -> torch.Tensor:
+    """``model.forward`` with the rows shared among ``parts`` threads (rows are independent and the
+    arithmetic is exact for any batch, so the result is the same)."""
+    if parts <= 1 or len(x) < parts * MIN_SPLIT_ROWS:
+        return model.forward(x, arithmetic)
+    bounds = [len(x) * i // parts for i in range(parts + 1)]
+    pool = mx.thread_pool()
+    jobs = [pool.submit(model.forward, x[a:b], arithmetic) for a, b in zip(bounds[1:-1], bounds[2:])]
+    first = model.forward(x[: bounds[1]], arithmetic)
+    return torch.cat([first] + [job.result() for job in jobs])
+
+
+def _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic, scratch: _StepScratch) -> None:
     c_total = model.cfg.channels
     blocks, xs = [], []
     for st in stacks:
@@ -299,7 +322,7 @@ def _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic, 
             xs.append(gather(st.canvas, cells, st.offsets))
     if not blocks:
         return
-    params = model.split(model.forward(torch.cat(xs), arithmetic).cpu().numpy())
+    params = model.split(_network_rows(model, torch.cat(xs), arithmetic, scratch.forward_parts).cpu().numpy())
     values = np.zeros((len(params["logits"]), c_total), np.int32)
     buffer = scratch.rows(len(values))
     for c in range(c_total):

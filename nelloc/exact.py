@@ -313,8 +313,10 @@ class ExactModel:
         float tensor (float32 for arithmetic 2, float64 for 1)."""
         if arithmetic not in ARITHMETICS:
             raise ValueError(f"unknown arithmetic {arithmetic}")
+        on_cuda = self.device.type == "cuda"  # TF32 would round the sums there; the CPU never uses it
         cuda_tf32 = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = False
+        if on_cuda:
+            torch.backends.cuda.matmul.allow_tf32 = False
         try:
             if arithmetic == 1:
                 if self.cfg.skip:
@@ -322,7 +324,8 @@ class ExactModel:
                 return self._run(x, self._apply, self._residual, _residual64)
             return self._run(x, self._apply32, self._residual32, _residual32_fused if self._fused else _residual32)
         finally:
-            torch.backends.cuda.matmul.allow_tf32 = cuda_tf32
+            if on_cuda:
+                torch.backends.cuda.matmul.allow_tf32 = cuda_tf32
 
     def _run(self, x: torch.Tensor, apply, residuals, combine) -> torch.Tensor:
         """The layer sequence of docs/format.md section 4, with one arithmetic's layer and residual ops."""
@@ -395,13 +398,15 @@ def coupled_means(params: dict[str, np.ndarray], channel: int, values: np.ndarra
 
     ``values``: (N, channel) already known grey levels of the earlier channels of each pixel.
     """
-    means = params["means"][:, channel, :].astype(np.int64)
+    means = params["means"][:, channel, :]
     if channel == 0:
-        return means.astype(np.int32)
-    coeffs = params["coeffs"].astype(np.int64)
+        return np.ascontiguousarray(means, dtype=np.int32)
     terms = [(0, 0)] if channel == 1 else [(1, 0), (2, 1)]  # (coefficient index, source channel)
-    shift = np.zeros_like(means)
+    shift = means.astype(np.int64) << 2  # int64 throughout: a model file's bounds are not trusted here
     for ci, src in terms:
-        shift += coeffs[:, ci, :] * values[:, src : src + 1].astype(np.int64)
+        shift += params["coeffs"][:, ci, :].astype(np.int64) * values[:, src : src + 1]
     # coeff / 256 * value grey levels == coeff * value / 4 in 1/64 units; round half up
-    return np.clip(means + ((shift + 2) >> 2), mx.MEAN_MIN, mx.MEAN_MAX).astype(np.int32)
+    # (means + ((s + 2) >> 2) == (4 * means + s + 2) >> 2: floor division by 4 either way)
+    shift += 2
+    shift >>= 2
+    return np.clip(shift, mx.MEAN_MIN, mx.MEAN_MAX).astype(np.int32)

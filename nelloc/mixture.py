@@ -172,6 +172,11 @@ def set_threads(n: int | None) -> None:
         _POOL = None
 
 
+def thread_pool():
+    """The worker threads shared by the CDF kernel and the decoder's row-split network calls."""
+    return _pool()
+
+
 def _pool():
     global _POOL
     if _POOL is None:
