@@ -93,3 +93,29 @@ def test_api_many_returns_errors_in_place(tiny_models):
     assert isinstance(out[1], nelloc.NellocError) and isinstance(out[3], nelloc.NellocError)
     with pytest.raises(nelloc.NellocError):
         nelloc.decompress_many(blobs)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_decode_with_the_network_call_shared_between_threads(tiny_rgb, split, monkeypatch):
+    """The CPU decoder's row split (torch single-threaded, each step's rows in two threads) and
+    torch's own threading decode the same streams to the same pixels."""
+    import torch
+
+    monkeypatch.setattr(codec, "SPLIT_FORWARD", split)
+    monkeypatch.setattr(codec, "SMALL_STEP", 1)
+    monkeypatch.setattr(codec, "MIN_SPLIT_ROWS", 4)
+    monkeypatch.setattr(codec.mx, "_THREADS", 2)  # two threads even on a one-core machine
+    img = smooth_image(45, 61, 3, seed=12)
+    payload = codec.encode_plane(tiny_rgb, img, 16)
+    calls = []
+    forward = tiny_rgb.forward
+    monkeypatch.setattr(tiny_rgb, "forward", lambda x, *a: calls.append(len(x)) or forward(x, *a))
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        back = codec.decode_plane(tiny_rgb, payload, 45, 61, 16)
+    finally:
+        torch.set_num_threads(old)
+    assert np.array_equal(back, img)
+    steps = codec.TileGrid(45, 61, 16, tiny_rgb.cfg.horizon, 3).num_steps
+    assert (len(calls) > steps) == split  # split steps make two calls
