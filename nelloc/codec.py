@@ -37,10 +37,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def _network(model: ExactModel, canvas: torch.Tensor, cells: np.ndarray, grid: TileGrid, arithmetic: int) -> dict[str, np.ndarray]:
+def _network(model: ExactModel, canvas: torch.Tensor, cells: np.ndarray, grid: TileGrid, arithmetic: int,
+             parts: int = 1) -> dict[str, np.ndarray]:
     offsets = torch.from_numpy(grid.neighbour_offsets).to(canvas.device)
     x = gather(canvas, torch.from_numpy(cells).to(canvas.device), offsets)
-    return model.split(model.forward(x, arithmetic).cpu().numpy())
+    return model.split(_network_rows(model, x, arithmetic, parts).cpu().numpy())
 
 
 def _symbol_order(bounds: np.ndarray, channels: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,13 +108,15 @@ def _coded_chunks(model: ExactModel, pixels: np.ndarray, tile: int, device: str 
     h, w, c = pixels.shape
     if c != model.cfg.channels:
         raise ValueError(f"model codes {model.cfg.channels}-channel planes, got {c}")
+    parts = _split_parts(resolve_device(device))
     grid = TileGrid(h, w, tile, model.cfg.horizon, c)
     canvas = grid.full_canvas(pixels, resolve_device(device))
     cells, pix, bounds = grid.order
     values = pixels.reshape(-1, c)[pix].astype(np.int32)  # stream order
     for start, stop in _step_groups(bounds, ENCODE_CHUNK):
         lo, hi = bounds[start], bounds[stop]
-        params = _network(model, canvas, cells[lo:hi], grid, ARITHMETIC)
+        with _torch_threads(1 if parts > 1 else torch.get_num_threads()):
+            params = _network(model, canvas, cells[lo:hi], grid, ARITHMETIC, parts)
         px, ch = _symbol_order(bounds - lo, c, start, stop)
         yield values[lo:hi][px, ch], _counts_for(model, params, values[lo:hi], px, ch)
 
@@ -260,10 +263,10 @@ def decode_planes(
               for (h, w, t), members in geometry.items()]
     num_steps = max((st.grid.num_steps for st in stacks), default=0)
     pixels = sum(job.height * job.width for job in jobs)
+    parts = 1 if pixels < SMALL_STEP * max(num_steps, 1) else _split_parts(dev)
     threads = 1 if pixels < SMALL_STEP * max(num_steps, 1) else torch.get_num_threads()
-    split = SPLIT_FORWARD and dev.type == "cpu" and threads > 1
-    with _torch_threads(1 if split else threads):
-        scratch = _StepScratch(min(threads, mx.default_threads()) if split else 1)
+    with _torch_threads(1 if parts > 1 else threads):
+        scratch = _StepScratch(parts)
         for s in range(num_steps):
             _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic, scratch)
     results: list[np.ndarray | BadStreamError] = [None] * len(jobs)  # type: ignore[list-item]
@@ -297,6 +300,12 @@ class _StepScratch:
 
 SPLIT_FORWARD = True  # CPU decode: share each step's network call among threads (see _StepScratch)
 MIN_SPLIT_ROWS = 64  # below this many rows per thread a step's network call stays in one thread
+
+
+def _split_parts(dev: torch.device) -> int:
+    """Threads to share a network call among ourselves (1: leave the threading to torch)."""
+    threads = min(torch.get_num_threads(), mx.default_threads())
+    return threads if SPLIT_FORWARD and dev.type == "cpu" and threads > 1 else 1
 
 
 def _network_rows(model: ExactModel, x: torch.Tensor, arithmetic: int, parts: int) -> torch.Tensor:
