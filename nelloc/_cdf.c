@@ -214,17 +214,19 @@ static int best_kernel = KERNEL_SCALAR;
 
 static PyObject *py_build_counts(PyObject *self, PyObject *args) {
     Py_buffer lg, mu, ls, sig, ex, inv, out;
-    Py_ssize_t row0, row1, k, chunk = 0;
+    Py_ssize_t row0, row1, k, chunk = 0, max_chunks = 0;
     int kernel = -1;
-    PyObject *counter_obj = Py_None;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*w*nnn|iOn", &lg, &mu, &ls, &sig, &ex, &inv, &out, &row0,
-                          &row1, &k, &kernel, &counter_obj, &chunk))
+    PyObject *counter_obj = Py_None, *done_obj = Py_None;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*w*nnn|iOnOn", &lg, &mu, &ls, &sig, &ex, &inv, &out, &row0,
+                          &row1, &k, &kernel, &counter_obj, &chunk, &done_obj, &max_chunks))
         return NULL;
-    Py_buffer counter = {0};
-    if (counter_obj != Py_None && PyObject_GetBuffer(counter_obj, &counter, PyBUF_WRITABLE) < 0) {
+    Py_buffer counter = {0}, done = {0};
+    if ((counter_obj != Py_None && PyObject_GetBuffer(counter_obj, &counter, PyBUF_WRITABLE) < 0) ||
+        (done_obj != Py_None && PyObject_GetBuffer(done_obj, &done, PyBUF_WRITABLE) < 0)) {
         PyBuffer_Release(&lg); PyBuffer_Release(&mu); PyBuffer_Release(&ls);
         PyBuffer_Release(&sig); PyBuffer_Release(&ex); PyBuffer_Release(&inv);
         PyBuffer_Release(&out);
+        if (counter.obj != NULL) PyBuffer_Release(&counter);
         return NULL;
     }
     if (kernel < 0) kernel = best_kernel;
@@ -232,7 +234,9 @@ static PyObject *py_build_counts(PyObject *self, PyObject *args) {
     int ok = k > 0 && row0 >= 0 && row1 <= n && row0 <= row1 && mu.len == lg.len &&
              ls.len == lg.len && out.len >= (Py_ssize_t)(n * 256 * 8) && ex.len >= 4 * EXP_SIZE &&
              sig.len >= 8 && (kernel == KERNEL_SCALAR || (kernel == KERNEL_AVX512 && best_kernel == KERNEL_AVX512)) &&
-             (counter.obj == NULL || (counter.len == 8 && chunk > 0));
+             (counter.obj == NULL || (counter.len == 8 && chunk > 0)) &&
+             (done.obj == NULL || (counter.obj != NULL && done.len >= (row1 - row0 + chunk - 1) / chunk)) &&
+             max_chunks >= 0;
     if (ok) {
         /* every log-scale index must address the inverse-scale table */
         const int32_t *lsp = (const int32_t *)ls.buf;
@@ -247,6 +251,7 @@ static PyObject *py_build_counts(PyObject *self, PyObject *args) {
         PyBuffer_Release(&sig); PyBuffer_Release(&ex); PyBuffer_Release(&inv);
         PyBuffer_Release(&out);
         if (counter.obj != NULL) PyBuffer_Release(&counter);
+        if (done.obj != NULL) PyBuffer_Release(&done);
         PyErr_SetString(PyExc_ValueError, "build_counts: inconsistent buffer sizes or indices");
         return NULL;
     }
@@ -259,6 +264,7 @@ static PyObject *py_build_counts(PyObject *self, PyObject *args) {
             PyMem_RawFree(padded);
             PyMem_RawFree(reach);
             if (counter.obj != NULL) PyBuffer_Release(&counter);
+            if (done.obj != NULL) PyBuffer_Release(&done);
             PyBuffer_Release(&lg); PyBuffer_Release(&mu); PyBuffer_Release(&ls);
             PyBuffer_Release(&sig); PyBuffer_Release(&ex); PyBuffer_Release(&inv);
             PyBuffer_Release(&out);
@@ -269,12 +275,15 @@ static PyObject *py_build_counts(PyObject *self, PyObject *args) {
         padded[sig.len / 4 + 1] = (int32_t)CDF_ONE;
         for (int64_t i = 0; i < ninv; i++) reach[i] = window_reach(((const int32_t *)inv.buf)[i]);
     }
+    Py_ssize_t taken = 0;
     Py_BEGIN_ALLOW_THREADS
     /* With a counter, the calls sharing it take chunks of rows from it until row1, so a thread
      * that gets less of the CPU does less of the work (a row's counts do not depend on who
      * computes them). */
     int64_t *next = counter.obj != NULL ? (int64_t *)counter.buf : NULL;
+    uint8_t *flags = done.obj != NULL ? (uint8_t *)done.buf : NULL;
     for (;;) {
+        if (next != NULL && max_chunks > 0 && taken == max_chunks) break;
         int64_t a = row0, b = row1;
         if (next != NULL) {
             a = __atomic_fetch_add(next, (int64_t)chunk, __ATOMIC_RELAXED);
@@ -291,16 +300,49 @@ static PyObject *py_build_counts(PyObject *self, PyObject *args) {
             build_rows((const int32_t *)lg.buf, (const int32_t *)mu.buf, (const int32_t *)ls.buf,
                        (const int32_t *)sig.buf, sig.len / 4, (const int32_t *)ex.buf,
                        (const int32_t *)inv.buf, (double *)out.buf, a, b, k);
+        taken++;
+        if (flags != NULL) __atomic_store_n(&flags[(a - row0) / chunk], 1, __ATOMIC_RELEASE);
         if (next == NULL) break;
     }
     Py_END_ALLOW_THREADS
     if (counter.obj != NULL) PyBuffer_Release(&counter);
+    if (done.obj != NULL) PyBuffer_Release(&done);
     PyMem_RawFree(padded);
     PyMem_RawFree(reach);
     PyBuffer_Release(&lg); PyBuffer_Release(&mu); PyBuffer_Release(&ls);
     PyBuffer_Release(&sig); PyBuffer_Release(&ex); PyBuffer_Release(&inv);
     PyBuffer_Release(&out);
-    Py_RETURN_NONE;
+    return PyLong_FromSsize_t(taken);
+}
+
+/* chunk_done(done, j, wait): whether chunk j's flag is set (an acquire load, pairing with the
+ * release store of the thread that built it); with wait, spin (GIL released) until it is. */
+static PyObject *py_chunk_done(PyObject *self, PyObject *args) {
+    PyObject *done_obj;
+    Py_ssize_t j;
+    int wait;
+    if (!PyArg_ParseTuple(args, "Onp", &done_obj, &j, &wait)) return NULL;
+    Py_buffer done;
+    if (PyObject_GetBuffer(done_obj, &done, PyBUF_WRITABLE) < 0) return NULL;
+    if (j < 0 || j >= done.len) {
+        PyBuffer_Release(&done);
+        PyErr_SetString(PyExc_IndexError, "chunk_done: no such chunk");
+        return NULL;
+    }
+    uint8_t *flag = (uint8_t *)done.buf + j;
+    int set = __atomic_load_n(flag, __ATOMIC_ACQUIRE);
+    if (!set && wait) {
+        Py_BEGIN_ALLOW_THREADS
+        while (!__atomic_load_n(flag, __ATOMIC_ACQUIRE)) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+        Py_END_ALLOW_THREADS
+        set = 1;
+    }
+    PyBuffer_Release(&done);
+    return PyBool_FromLong(set);
 }
 
 static PyObject *py_kernels(PyObject *self, PyObject *noargs) {
@@ -313,7 +355,10 @@ static PyMethodDef methods[] = {
      "Integer mixture counts for rows [row0, row1).  Optional: kernel index (0 scalar, 1 avx512; "
      "-1 the fastest this CPU runs; every kernel gives the same counts); a shared int64 counter "
      "(a writable 8-byte buffer holding row0) and a chunk size, to take chunks of rows from it "
-     "until row1 (several threads may share one counter)."},
+     "until row1 (several threads may share one counter); a uint8 flag per chunk, set when the "
+     "chunk is built; and a most number of chunks to build in this call (0: no limit).  Returns "
+     "the number of chunks (or row ranges) built."},
+    {"chunk_done", py_chunk_done, METH_VARARGS, "chunk_done(done, j, wait): whether chunk j is built; wait: until it is."},
     {"kernels", py_kernels, METH_NOARGS, "Names of the kernels this CPU runs, by index."},
     {NULL, NULL, 0, NULL}};
 

@@ -334,18 +334,26 @@ def _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic, 
     params = model.split(_network_rows(model, torch.cat(xs), arithmetic, scratch.forward_parts).cpu().numpy())
     values = np.zeros((len(params["logits"]), c_total), np.int32)
     buffer = scratch.rows(len(values))
+    segments, r = [], 0  # (first row, end row, plane) in stream order
+    for st, lo, hi, _ in blocks:
+        for i in st.members:
+            segments.append((r, r + hi - lo, i))
+            r += hi - lo
     for c in range(c_total):
         means = coupled_means(params, c, values[:, :c])
-        counts = mx.counts(params["logits"], means, params["logscale_idx"][:, c, :], model.tables, out=buffer)
-        r = 0
-        for st, lo, hi, _ in blocks:
-            for i in st.members:
-                if errors[i] is None:
+
+        def decode_rows(lo: int, hi: int, counts: np.ndarray, c: int = c) -> None:
+            """Range-decode channel c of rows [lo, hi): each plane's part, in stream order."""
+            for a, b, i in segments:
+                a, b = max(a, lo), min(b, hi)
+                if a < b and errors[i] is None:
                     try:
-                        values[r : r + hi - lo, c] = decoders[i].decode(_categorical(), counts[r : r + hi - lo])
+                        values[a:b, c] = decoders[i].decode(_categorical(), counts[a - lo : b - lo])
                     except (ValueError, RuntimeError, OverflowError, AssertionError) as exc:  # constriction asserts
                         errors[i] = BadStreamError(f"corrupted stream: range decoder failed ({exc})")
-                r += hi - lo
+
+        mx.counts_in_order(params["logits"], means, params["logscale_idx"][:, c, :], model.tables, decode_rows,
+                           out=buffer, threads=scratch.forward_parts if scratch.forward_parts > 1 else None)
     r = 0
     for st, lo, hi, cells in blocks:
         n = len(cells)

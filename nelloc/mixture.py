@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 import os
 
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -184,6 +186,51 @@ def _pool():
 
         _POOL = ThreadPoolExecutor(default_threads(), thread_name_prefix="nelloc-cdf")
     return _POOL
+
+
+def counts_in_order(
+    logits: np.ndarray,
+    means: np.ndarray,
+    logscale_idx: np.ndarray,
+    tables: dict[str, np.ndarray],
+    consume: Callable[[int, int, np.ndarray], None],
+    out: np.ndarray,
+    chunks: int = 8,
+    threads: int | None = None,
+) -> None:
+    """``counts`` handed over in row order, chunk by chunk: ``consume(lo, hi, counts[lo:hi])`` runs
+    in the calling thread as soon as chunk [lo, hi) is built, while the other threads build the
+    next ones (a decoder's range decoding thus overlaps the kernel).  Between chunks the calling
+    thread builds chunks itself whenever the next one is not ready.  ``out`` as in ``counts``."""
+    from nelloc import _cdf
+
+    n, k = logits.shape
+    parts = max(1, min(threads or default_threads(), n // MIN_ROWS_PER_THREAD))
+    if parts == 1:
+        consume(0, n, counts(logits, means, logscale_idx, tables, threads=1, out=out))
+        return
+    logits = np.ascontiguousarray(logits, dtype=np.int32)
+    means = np.ascontiguousarray(means, dtype=np.int32)
+    logscale_idx = np.ascontiguousarray(logscale_idx, dtype=np.int32)
+    if out.dtype != np.float64 or not out.flags.c_contiguous or out.shape[1:] != (NUM_VALUES,) or len(out) < n:
+        raise ValueError("out must be a C-contiguous float64 array of at least (N, 256)")
+    fine = tables.get("fine")
+    if fine is None:
+        fine = tables["fine"] = fine_sigmoid(tables["sigmoid"])
+    args = (logits, means, logscale_idx, fine, tables["exp"], tables["inv_scale"], out)
+    chunk = -(-n // chunks)
+    total = -(-n // chunk)
+    counter, done = np.zeros(1, np.int64), np.zeros(total, np.uint8)
+    jobs = [_pool().submit(_cdf.build_counts, *args, 0, n, k, -1, counter, chunk, done) for _ in range(parts - 1)]
+    try:
+        for j in range(total):
+            while not _cdf.chunk_done(done, j, False):
+                if _cdf.build_counts(*args, 0, n, k, -1, counter, chunk, done, 1) == 0:
+                    _cdf.chunk_done(done, j, True)  # another thread is building it
+            consume(j * chunk, min(n, (j + 1) * chunk), out[j * chunk : min(n, (j + 1) * chunk)])
+    finally:
+        for job in jobs:
+            job.result()
 
 
 def kernels() -> tuple[str, ...]:
