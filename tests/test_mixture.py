@@ -126,3 +126,31 @@ def test_float_log_prob_normalised():
     log_scales = torch.tensor([[-2.0, 1.0, 4.0]]).expand(256, 3)
     total = mx.log_prob(v, logits.double(), means.double(), log_scales.double()).exp().sum()
     assert abs(float(total) - 1.0) < 1e-9
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_counts_in_order_hands_over_every_row_once_in_order(threads):
+    logits, means, ls = random_params(np.random.default_rng(5), 3001, 10)
+    seen = []
+    buffer = np.empty((3001, mx.NUM_VALUES))
+    got = np.empty((3001, mx.NUM_VALUES))
+
+    def consume(lo, hi, counts):
+        seen.append((lo, hi))
+        got[lo:hi] = counts
+
+    mx.counts_in_order(logits, means, ls, TABLES, consume, out=buffer, chunks=7, threads=threads)
+    assert seen[0][0] == 0 and seen[-1][1] == 3001
+    assert all(a[1] == b[0] for a, b in zip(seen, seen[1:]))
+    assert np.array_equal(got, mx.counts_reference(logits, means, ls, TABLES))
+
+
+def test_counts_in_order_passes_on_the_consumers_error():
+    logits, means, ls = random_params(np.random.default_rng(6), 2000, 10)
+
+    def consume(lo, hi, counts):
+        if lo > 0:
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        mx.counts_in_order(logits, means, ls, TABLES, consume, out=np.empty((2000, mx.NUM_VALUES)), threads=2)
