@@ -458,8 +458,9 @@ def models_cmd() -> None:
 @click.option("--calib-quantile", type=click.FloatRange(0.5, 1.0), default=0.999, show_default=True,
               help="Fake quantisation starts with each activation range at this quantile of a batch (1 = maximum).")
 @click.option("--grad-clip", type=float, default=1.0, show_default=True, help="Max gradient norm (0 = off).")
-@click.option("--init-from", default="", help="Start from this run: a full model from a 1-block local run (OOD "
-              "pairs), a --skip local model from the same model without it, or a wider local model from a narrower one.")
+@click.option("--init-from", default="", help="Start from this run (or float model file, models/float/NAME.safetensors): "
+              "a full model from a 1-block local run (OOD pairs), a --skip local model from the same model without it, "
+              "or a wider local model from a narrower one.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--amp", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="bfloat16 mixed precision in the float phase (auto: on CUDA only).")

@@ -328,7 +328,12 @@ def model_summary(model: PixelCNN) -> dict:
 
 
 def load_float_model(run_dir: str | Path, which: str = "best") -> PixelCNN:
-    """The trained float (fake-quantised) model of a run: ``best`` (by validation) or ``last``."""
+    """The trained float (fake-quantised) model of a run: ``best`` (by validation) or ``last``; or
+    of a float model file (``models/float/NAME.safetensors``, e.g. to start a run from a shipped model)."""
+    if str(run_dir).endswith(".safetensors") and Path(run_dir).is_file():
+        from nelloc.zoo import load_float_file
+
+        return load_float_file(run_dir)
     cfg = load_run_config(run_dir)
     model = PixelCNN(cfg.model)
     if which == "best" and (Path(run_dir) / "best_model.pt").exists():

@@ -135,14 +135,17 @@ def model_card(name: str) -> dict:
 def load_float(name: str):
     """The float (training) weights shipped beside a model, ``models/float/NAME.safetensors``, as a
     ``PixelCNN``; None if absent.  Used to measure the likelihood the exact model is compared to."""
+    path = model_path(name)
+    fpath = path.parent / "float" / path.name
+    return load_float_file(fpath) if fpath.exists() else None
+
+
+def load_float_file(fpath: str | Path):
+    """A float model file (``models/float/*.safetensors``: weights, config in the metadata) as a
+    ``PixelCNN`` in eval mode, fake-quantised if it was calibrated."""
     from safetensors import safe_open
 
     from nelloc.model import ModelConfig, PixelCNN
-
-    path = model_path(name)
-    fpath = path.parent / "float" / path.name
-    if not fpath.exists():
-        return None
 
     with safe_open(str(fpath), framework="pt") as f:
         cfg = ModelConfig(**json.loads(f.metadata()["config"]))

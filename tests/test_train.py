@@ -272,3 +272,16 @@ def test_calib_quantile_zero_keeps_the_learned_ranges(image_folder, tmp_path):
     leg2.train_step()
     after = [float(a.log_scale.detach()) for a in leg2.model.modules() if isinstance(a, ActQuant)]
     assert before == after
+
+
+def test_a_run_can_start_from_a_shipped_float_model_file():
+    """--init-from also takes models/float/NAME.safetensors (the float weights beside a shipped
+    model), so a later leg can start from the shipped model when its run folder is not at hand."""
+    from nelloc import zoo
+    from nelloc.train import load_float_model
+
+    path = zoo.model_path("gray").parent / "float" / "gray.safetensors"
+    model, shipped = load_float_model(str(path)), zoo.load_float("gray")
+    assert model.cfg == shipped.cfg and model.quantize == shipped.quantize
+    for (k, a), (_, b) in zip(model.state_dict().items(), shipped.state_dict().items()):
+        assert torch.equal(a, b), k
