@@ -6,8 +6,10 @@ sampler's state, so an interrupted run continues with the same batches it would 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -119,6 +121,22 @@ def build_samplers(cfg: TrainConfig) -> tuple[CropSampler, torch.Tensor]:
     return sampler, val
 
 
+def keep_freed_memory() -> bool:
+    """On Linux with glibc, serve allocations below 1 GiB from the heap and keep freed memory there
+    (process-wide; results do not change).  By default glibc gives each freed block above its
+    mmap threshold (128 KiB to 32 MiB) back to the kernel, so every training step faults its
+    activations in again: 15 of 27 s were system time for 40 width-256 steps on the stop-15 VM,
+    0.57 s/step, against 1 s and 0.40 s/step with this.  Returns whether it was applied."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path) -> None:
         self.cfg = cfg
@@ -227,6 +245,7 @@ class Trainer:
     def run(self, steps: int | None = None, quiet: bool = False) -> None:
         cfg = self.cfg
         target = steps if steps is not None else cfg.steps
+        keep_freed_memory()
         self.model.train()
         bar = tqdm(total=target, initial=self.step, disable=quiet, desc="train", unit="step")
         running = None

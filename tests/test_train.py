@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -285,3 +286,12 @@ def test_a_run_can_start_from_a_shipped_float_model_file():
     assert model.cfg == shipped.cfg and model.quantize == shipped.quantize
     for (k, a), (_, b) in zip(model.state_dict().items(), shipped.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+def test_training_keeps_freed_memory_in_the_heap_on_glibc():
+    import platform
+
+    from nelloc.train import keep_freed_memory
+
+    on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is on_glibc
