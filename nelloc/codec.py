@@ -282,9 +282,9 @@ def decode_planes(
 class _StepScratch:
     """What one decode reuses across wavefront steps.
 
-    ``buffer``: the float64 counts of a step (each channel's counts are consumed by the range
-    decoders before the next channel's are built; a fresh array per step would cost its page faults
-    every time).  ``forward_parts``: threads that share each step's network call on the CPU (with
+    ``rows(n)``: a float64 buffer for the counts of a step (each channel's counts are consumed by
+    the range decoders before the next channel's are built; a fresh array per step would cost its
+    page faults every time).  ``forward_parts``: threads that share each step's network call on the CPU (with
     torch single-threaded: torch's OpenMP workers otherwise keep spinning on the other core after
     each call, and the CDF kernel's second thread then gets little of it)."""
 
