@@ -436,6 +436,12 @@ def models_cmd() -> None:
         click.echo(f"(retired)\t{path.stem}\t{path.stat().st_size} bytes\t{path}")
 
 
+def _check_calib_quantile(value: float) -> float:
+    if 0 < value < 0.5:
+        raise click.BadParameter("use 0 (keep the model's ranges) or a quantile from 0.5 to 1")
+    return value
+
+
 @main.command()
 @click.argument("run_dir")
 @click.option("--data", "data", multiple=True, help="Training set NAME[/F][:WEIGHT] (repeatable), e.g. clic:0.6; /F shrinks its images F times (clic/2:0.25).")
@@ -455,8 +461,10 @@ def models_cmd() -> None:
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--steps", type=int, default=4000, show_default=True)
 @click.option("--qat-start", type=float, default=0.8, show_default=True, help="Fraction of steps before fake quantisation.")
-@click.option("--calib-quantile", type=click.FloatRange(0.5, 1.0), default=0.999, show_default=True,
-              help="Fake quantisation starts with each activation range at this quantile of a batch (1 = maximum).")
+@click.option("--calib-quantile", type=click.FloatRange(0.0, 1.0), default=0.999, show_default=True,
+              callback=lambda ctx, param, v: _check_calib_quantile(v),
+              help="Fake quantisation starts with each activation range at this quantile of a batch (1 = maximum; "
+              "0 = keep the ranges of a model that has them, e.g. one started with --init-from).")
 @click.option("--grad-clip", type=float, default=1.0, show_default=True, help="Max gradient norm (0 = off).")
 @click.option("--init-from", default="", help="Start from this run (or float model file, models/float/NAME.safetensors): "
               "a full model from a 1-block local run (OOD pairs), a --skip local model from the same model without it, "

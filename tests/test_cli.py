@@ -488,3 +488,9 @@ def test_threads_option_gives_the_same_stream(tiny_models, rgb_png):
     assert_ok(one)
     assert_ok(two)
     assert one.stdout_bytes == two.stdout_bytes
+
+
+def test_train_calib_quantile_is_zero_or_a_high_quantile(tmp_path):
+    res = _runner().invoke(main, ["train", str(tmp_path / "run"), "--calib-quantile", "0.3", "--steps", "1"])
+    assert res.exit_code != 0 and "quantile from 0.5 to 1" in res.output + (res.stderr or "")
+    assert not (tmp_path / "run").exists()
