@@ -48,8 +48,10 @@ static inline void window_from_reach(int64_t m, int64_t reach, int64_t *vlo, int
     *vhi = hi;
 }
 
-static inline void component_window(int64_t m, int64_t iv, int64_t *vlo, int64_t *vhi) {
-    window_from_reach(m, window_reach(iv), vlo, vhi);
+static inline int64_t max_logit(const int32_t *lg, int64_t k) {
+    int64_t lmax = lg[0];
+    for (int64_t c = 1; c < k; c++) if (lg[c] > lmax) lmax = lg[c];
+    return lmax;
 }
 
 /* cdf_at's table index, for the table padded with one saturated entry on each side */
@@ -64,20 +66,18 @@ static inline int64_t mixture_weight(const int32_t *expt, int64_t gap) {
 
 static void build_rows(const int32_t *logits, const int32_t *means, const int32_t *lsidx,
                        const int32_t *fine, int64_t nfine, const int32_t *expt, const int32_t *inv,
-                       double *out, int64_t row0, int64_t row1, int64_t k) {
+                       const int64_t *reach, double *out, int64_t row0, int64_t row1, int64_t k) {
     int64_t mass[256];
     for (int64_t r = row0; r < row1; r++) {
         const int32_t *lg = logits + r * k, *mu = means + r * k, *ls = lsidx + r * k;
         memset(mass, 0, sizeof(mass));
-        int64_t lmax = lg[0];
-        for (int64_t c = 1; c < k; c++) if (lg[c] > lmax) lmax = lg[c];
-        int64_t norm = 0;
+        int64_t lmax = max_logit(lg, k), norm = 0;
         for (int64_t c = 0; c < k; c++) {
             int64_t w = mixture_weight(expt, lmax - lg[c]);
             if (w == 0) continue;
             norm += w;
             int64_t m = mu[c], iv = inv[ls[c]], vlo, vhi;
-            component_window(m, iv, &vlo, &vhi);
+            window_from_reach(m, reach[ls[c]], &vlo, &vhi);
             int64_t prev = 0; /* CDF at the edge below value vlo */
             if (vlo > 0) prev = cdf_at(64 * (vlo - 1) + 32 - m, iv, fine, nfine);
             int64_t v = vlo;
@@ -136,9 +136,7 @@ AVX512 static void build_rows_avx512(const int32_t *logits, const int32_t *means
     for (int64_t r = row0; r < row1; r++) {
         const int32_t *lg = logits + r * k, *mu = means + r * k, *ls = lsidx + r * k;
         memset(mass, 0, sizeof(mass));
-        int64_t lmax = lg[0];
-        for (int64_t c = 1; c < k; c++) if (lg[c] > lmax) lmax = lg[c];
-        int64_t norm = 0;
+        int64_t lmax = max_logit(lg, k), norm = 0;
         for (int64_t c = 0; c < k; c++) {
             int64_t w = mixture_weight(expt, lmax - lg[c]);
             if (w == 0) continue;
@@ -213,24 +211,20 @@ enum { KERNEL_SCALAR = 0, KERNEL_AVX512 = 1 };
 static int best_kernel = KERNEL_SCALAR;
 
 static PyObject *py_build_counts(PyObject *self, PyObject *args) {
-    Py_buffer lg, mu, ls, sig, ex, inv, out;
-    Py_ssize_t row0, row1, k, chunk = 0, max_chunks = 0;
+    Py_buffer lg, mu, ls, sig, ex, inv, out, counter = {0}, done = {0};
+    Py_ssize_t row0, row1, k, chunk = 0, max_chunks = 0, taken = 0;
     int kernel = -1;
-    PyObject *counter_obj = Py_None, *done_obj = Py_None;
+    PyObject *counter_obj = Py_None, *done_obj = Py_None, *result = NULL;
+    int32_t *padded = NULL;
+    int64_t *reach = NULL;
     if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*w*nnn|iOnOn", &lg, &mu, &ls, &sig, &ex, &inv, &out, &row0,
                           &row1, &k, &kernel, &counter_obj, &chunk, &done_obj, &max_chunks))
         return NULL;
-    Py_buffer counter = {0}, done = {0};
     if ((counter_obj != Py_None && PyObject_GetBuffer(counter_obj, &counter, PyBUF_WRITABLE) < 0) ||
-        (done_obj != Py_None && PyObject_GetBuffer(done_obj, &done, PyBUF_WRITABLE) < 0)) {
-        PyBuffer_Release(&lg); PyBuffer_Release(&mu); PyBuffer_Release(&ls);
-        PyBuffer_Release(&sig); PyBuffer_Release(&ex); PyBuffer_Release(&inv);
-        PyBuffer_Release(&out);
-        if (counter.obj != NULL) PyBuffer_Release(&counter);
-        return NULL;
-    }
+        (done_obj != Py_None && PyObject_GetBuffer(done_obj, &done, PyBUF_WRITABLE) < 0))
+        goto release;
     if (kernel < 0) kernel = best_kernel;
-    int64_t n = (int64_t)(lg.len / (4 * k));
+    int64_t n = (int64_t)(lg.len / (4 * k)), ninv = inv.len / 4;
     int ok = k > 0 && row0 >= 0 && row1 <= n && row0 <= row1 && mu.len == lg.len &&
              ls.len == lg.len && out.len >= (Py_ssize_t)(n * 256 * 8) && ex.len >= 4 * EXP_SIZE &&
              sig.len >= 8 && (kernel == KERNEL_SCALAR || (kernel == KERNEL_AVX512 && best_kernel == KERNEL_AVX512)) &&
@@ -240,42 +234,27 @@ static PyObject *py_build_counts(PyObject *self, PyObject *args) {
     if (ok) {
         /* every log-scale index must address the inverse-scale table */
         const int32_t *lsp = (const int32_t *)ls.buf;
-        int64_t ninv = inv.len / 4;
         for (int64_t i = row0 * k; i < row1 * k && ok; i++) ok = lsp[i] >= 0 && lsp[i] < ninv;
         /* inverse scales divide in the window computation */
         const int32_t *ivp = (const int32_t *)inv.buf;
         for (int64_t i = 0; i < ninv && ok; i++) ok = ivp[i] > 0;
     }
     if (!ok) {
-        PyBuffer_Release(&lg); PyBuffer_Release(&mu); PyBuffer_Release(&ls);
-        PyBuffer_Release(&sig); PyBuffer_Release(&ex); PyBuffer_Release(&inv);
-        PyBuffer_Release(&out);
-        if (counter.obj != NULL) PyBuffer_Release(&counter);
-        if (done.obj != NULL) PyBuffer_Release(&done);
         PyErr_SetString(PyExc_ValueError, "build_counts: inconsistent buffer sizes or indices");
-        return NULL;
+        goto release;
     }
-    int32_t *padded = NULL;
-    int64_t *reach = NULL, ninv = inv.len / 4;
-    if (kernel == KERNEL_AVX512) {
-        padded = PyMem_RawMalloc((size_t)(sig.len + 8));
-        reach = PyMem_RawMalloc((size_t)ninv * sizeof(int64_t));
-        if (padded == NULL || reach == NULL) {
-            PyMem_RawFree(padded);
-            PyMem_RawFree(reach);
-            if (counter.obj != NULL) PyBuffer_Release(&counter);
-            if (done.obj != NULL) PyBuffer_Release(&done);
-            PyBuffer_Release(&lg); PyBuffer_Release(&mu); PyBuffer_Release(&ls);
-            PyBuffer_Release(&sig); PyBuffer_Release(&ex); PyBuffer_Release(&inv);
-            PyBuffer_Release(&out);
-            return PyErr_NoMemory();
-        }
+    reach = PyMem_RawMalloc((size_t)ninv * sizeof(int64_t));
+    if (kernel == KERNEL_AVX512) padded = PyMem_RawMalloc((size_t)(sig.len + 8));
+    if (reach == NULL || (kernel == KERNEL_AVX512 && padded == NULL)) {
+        PyErr_NoMemory();
+        goto release;
+    }
+    for (int64_t i = 0; i < ninv; i++) reach[i] = window_reach(((const int32_t *)inv.buf)[i]);
+    if (padded != NULL) {
         padded[0] = 0;
         memcpy(padded + 1, sig.buf, (size_t)sig.len);
         padded[sig.len / 4 + 1] = (int32_t)CDF_ONE;
-        for (int64_t i = 0; i < ninv; i++) reach[i] = window_reach(((const int32_t *)inv.buf)[i]);
     }
-    Py_ssize_t taken = 0;
     Py_BEGIN_ALLOW_THREADS
     /* With a counter, the calls sharing it take chunks of rows from it until row1, so a thread
      * that gets less of the CPU does less of the work (a row's counts do not depend on who
@@ -299,20 +278,22 @@ static PyObject *py_build_counts(PyObject *self, PyObject *args) {
 #endif
             build_rows((const int32_t *)lg.buf, (const int32_t *)mu.buf, (const int32_t *)ls.buf,
                        (const int32_t *)sig.buf, sig.len / 4, (const int32_t *)ex.buf,
-                       (const int32_t *)inv.buf, (double *)out.buf, a, b, k);
+                       (const int32_t *)inv.buf, reach, (double *)out.buf, a, b, k);
         taken++;
         if (flags != NULL) __atomic_store_n(&flags[(a - row0) / chunk], 1, __ATOMIC_RELEASE);
         if (next == NULL) break;
     }
     Py_END_ALLOW_THREADS
-    if (counter.obj != NULL) PyBuffer_Release(&counter);
-    if (done.obj != NULL) PyBuffer_Release(&done);
+    result = PyLong_FromSsize_t(taken);
+release:
     PyMem_RawFree(padded);
     PyMem_RawFree(reach);
+    if (counter.obj != NULL) PyBuffer_Release(&counter);
+    if (done.obj != NULL) PyBuffer_Release(&done);
     PyBuffer_Release(&lg); PyBuffer_Release(&mu); PyBuffer_Release(&ls);
     PyBuffer_Release(&sig); PyBuffer_Release(&ex); PyBuffer_Release(&inv);
     PyBuffer_Release(&out);
-    return PyLong_FromSsize_t(taken);
+    return result;
 }
 
 /* chunk_done(done, j, wait): whether chunk j's flag is set (an acquire load, pairing with the
