@@ -263,9 +263,9 @@ def decode_planes(
               for (h, w, t), members in geometry.items()]
     num_steps = max((st.grid.num_steps for st in stacks), default=0)
     pixels = sum(job.height * job.width for job in jobs)
-    parts = 1 if pixels < SMALL_STEP * max(num_steps, 1) else _split_parts(dev)
-    threads = 1 if pixels < SMALL_STEP * max(num_steps, 1) else torch.get_num_threads()
-    with _torch_threads(1 if parts > 1 else threads):
+    small_steps = pixels < SMALL_STEP * max(num_steps, 1)
+    parts = 1 if small_steps else _split_parts(dev)
+    with _torch_threads(1 if small_steps or parts > 1 else torch.get_num_threads()):
         scratch = _StepScratch(parts)
         for s in range(num_steps):
             _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic, scratch)

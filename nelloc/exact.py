@@ -253,10 +253,9 @@ class ExactModel:
         if self.cfg.skip:
             self._skip = (torch.from_numpy(self.tensors["skip.weight"].astype(np.float32)).to(dev),
                           torch.from_numpy(self.tensors["skip.mul"].astype(np.float32)).to(dev))
-        # the fused CPU path's float32 constants as numpy arrays (mul, add, lo, hi per layer)
-        self._consts32 = {name: tuple(self.tensors[f"{name}.{k}"].astype(np.float32) for k in ("mul", "add", "lo", "hi"))
-                          for name in self._layer_names()}
-        self._skip_mul32 = self.tensors["skip.mul"].astype(np.float32) if self.cfg.skip else None
+        if dev.type == "cpu":  # the fused path's constants: numpy views of the same float32 tensors
+            self._consts32 = {name: tuple(t.numpy() for t in layer[1:]) for name, layer in self._layers32.items()}
+            self._skip_mul32 = self._skip[1].numpy() if self.cfg.skip else None
         self._residual = [tuple(float(v) for v in self.tensors[f"block{b}.residual"])
                           for b in range(self.cfg.res_blocks)]
         # Python floats holding float32 values: torch's float32 ops use them without further rounding

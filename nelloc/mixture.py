@@ -188,6 +188,21 @@ def _pool():
     return _POOL
 
 
+def _kernel_args(logits, means, logscale_idx, tables, out) -> tuple:
+    """``build_counts``'s buffers: int32 parameters, the fine table (cached in ``tables``) and the
+    first N rows of ``out`` (checked; a new array if None)."""
+    n = len(logits)
+    if out is None:
+        out = np.empty((n, NUM_VALUES), dtype=np.float64)
+    elif out.dtype != np.float64 or not out.flags.c_contiguous or out.shape[1:] != (NUM_VALUES,) or len(out) < n:
+        raise ValueError("out must be a C-contiguous float64 array of at least (N, 256)")
+    fine = tables.get("fine")
+    if fine is None:
+        fine = tables["fine"] = fine_sigmoid(tables["sigmoid"])
+    params = (np.ascontiguousarray(a, dtype=np.int32) for a in (logits, means, logscale_idx))
+    return (*params, fine, tables["exp"], tables["inv_scale"], out[:n])
+
+
 def counts_in_order(
     logits: np.ndarray,
     means: np.ndarray,
@@ -209,15 +224,7 @@ def counts_in_order(
     if parts == 1:
         consume(0, n, counts(logits, means, logscale_idx, tables, threads=1, out=out))
         return
-    logits = np.ascontiguousarray(logits, dtype=np.int32)
-    means = np.ascontiguousarray(means, dtype=np.int32)
-    logscale_idx = np.ascontiguousarray(logscale_idx, dtype=np.int32)
-    if out.dtype != np.float64 or not out.flags.c_contiguous or out.shape[1:] != (NUM_VALUES,) or len(out) < n:
-        raise ValueError("out must be a C-contiguous float64 array of at least (N, 256)")
-    fine = tables.get("fine")
-    if fine is None:
-        fine = tables["fine"] = fine_sigmoid(tables["sigmoid"])
-    args = (logits, means, logscale_idx, fine, tables["exp"], tables["inv_scale"], out)
+    args = _kernel_args(logits, means, logscale_idx, tables, out)
     chunk = -(-n // chunks)
     total = -(-n // chunk)
     counter, done = np.zeros(1, np.int64), np.zeros(total, np.uint8)
@@ -267,19 +274,9 @@ def counts(
     """
     from nelloc import _cdf
 
-    logits = np.ascontiguousarray(logits, dtype=np.int32)
-    means = np.ascontiguousarray(means, dtype=np.int32)
-    logscale_idx = np.ascontiguousarray(logscale_idx, dtype=np.int32)
     n, k = logits.shape
-    if out is None:
-        out = np.empty((n, NUM_VALUES), dtype=np.float64)
-    elif out.dtype != np.float64 or not out.flags.c_contiguous or out.shape[1:] != (NUM_VALUES,) or len(out) < n:
-        raise ValueError("out must be a C-contiguous float64 array of at least (N, 256)")
-    out = out[:n]
-    fine = tables.get("fine")
-    if fine is None:
-        fine = tables["fine"] = fine_sigmoid(tables["sigmoid"])
-    args = (logits, means, logscale_idx, fine, tables["exp"], tables["inv_scale"], out)
+    args = _kernel_args(logits, means, logscale_idx, tables, out)
+    out = args[-1]
     which = -1 if kernel is None else _kernel_index(kernel)
     parts = max(1, min(threads or default_threads(), n // MIN_ROWS_PER_THREAD))
     if parts == 1:
