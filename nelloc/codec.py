@@ -16,7 +16,7 @@ import torch
 
 from nelloc import mixture as mx
 from nelloc.errors import BadStreamError
-from nelloc.exact import ARITHMETIC, ExactModel, coupled_means
+from nelloc.exact import ARITHMETIC, ExactModel, channel_logits, coupled_means
 from nelloc.schedule import CENTRE, TileGrid, gather
 
 DEFAULT_TILE = 96  # +0.73% over untiled on Kodak; decodes within ~2% of tile 64 there (docs/codec.md)
@@ -74,12 +74,14 @@ def _counts_for(model: ExactModel, params: dict[str, np.ndarray], values: np.nda
     c_total = model.cfg.channels
     means = np.empty((len(px), model.cfg.mixtures), np.int32)
     lsi = np.empty_like(means)
+    logits = np.empty_like(means)
     for c in range(c_total):
         sel = ch == c
         sub = {k: v[px[sel]] for k, v in params.items()}
         means[sel] = coupled_means(sub, c, values[px[sel], :c])
         lsi[sel] = sub["logscale_idx"][:, c, :]
-    return mx.counts(params["logits"][px], means, lsi, model.tables)
+        logits[sel] = channel_logits(sub, c, values[px[sel], :c], model.tables, model.cfg.joint)
+    return mx.counts(logits, means, lsi, model.tables)
 
 
 class _torch_threads:
@@ -341,6 +343,7 @@ def _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic, 
             r += hi - lo
     for c in range(c_total):
         means = coupled_means(params, c, values[:, :c])
+        logits = channel_logits(params, c, values[:, :c], model.tables, model.cfg.joint)
 
         def decode_rows(lo: int, hi: int, counts: np.ndarray, c: int = c) -> None:
             """Range-decode channel c of rows [lo, hi): each plane's part, in stream order."""
@@ -352,7 +355,7 @@ def _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic, 
                     except (ValueError, RuntimeError, OverflowError, AssertionError) as exc:  # constriction asserts
                         errors[i] = BadStreamError(f"corrupted stream: range decoder failed ({exc})")
 
-        mx.counts_in_order(params["logits"], means, params["logscale_idx"][:, c, :], model.tables, decode_rows,
+        mx.counts_in_order(logits, means, params["logscale_idx"][:, c, :], model.tables, decode_rows,
                            out=buffer, threads=scratch.forward_parts if scratch.forward_parts > 1 else None)
     r = 0
     for st, lo, hi, cells in blocks:

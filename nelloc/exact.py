@@ -132,6 +132,8 @@ def export(model: PixelCNN) -> dict[str, np.ndarray]:
         tensors["skip.weight"], tensors["skip.mul"] = w.T.astype(np.int8), mul
     for name, table in mx.build_tables().items():
         tensors[f"table.{name}"] = table
+    if cfg.joint:
+        tensors["table.log"] = mx.build_log_table()
     return tensors
 
 
@@ -232,6 +234,10 @@ class ExactModel:
                 raise ModelError("bad inverse-scale table")
             if np.any(np.diff(self.tables["sigmoid"]) < 0):
                 raise ModelError("bad sigmoid table")
+            if cfg.joint:
+                log = self.tables["log"]
+                if cfg.channels != 3 or log.shape != (mx.LOG_MANTISSA,) or (log > 0).any() or (log < -2 * mx.LN2_FIXED).any():
+                    raise ModelError("bad log table (joint models: colour only)")
         except KeyError as exc:
             raise ModelError(f"model file lacks tensor {exc}") from exc
 
@@ -390,6 +396,22 @@ def _residual32_fused(h: torch.Tensor, t: torch.Tensor, r0: float, r1: float, qm
 def _residual32(h: torch.Tensor, t: torch.Tensor, r0: float, r1: float, qmax: int) -> torch.Tensor:
     """Arithmetic 2: ((h * r0) + (t * r1)) + 0.5, each a separately rounded binary32 op."""
     return (h * r0).add_(t.mul_(r1)).add_(0.5).floor_().clamp_(0, qmax)
+
+
+def channel_logits(params: dict[str, np.ndarray], channel: int, values: np.ndarray | None,
+                   tables: dict[str, np.ndarray], joint: bool) -> np.ndarray:
+    """Mixture logits (N, K) of ``channel``: the network's, or for a joint model the components'
+    posterior given the earlier channels' ``values`` (N, channel): the logits plus each component's
+    integer log mass at those values (``mixture.log_mass``), unclamped int32."""
+    logits = params["logits"]
+    if not joint or channel == 0:
+        return logits
+    post = logits.astype(np.int64)
+    for src in range(channel):
+        means = coupled_means(params, src, values[:, :src])
+        mass = mx.bin_mass(means, params["logscale_idx"][:, src, :], values[:, src], tables)
+        post += mx.log_mass(mass, tables["log"])
+    return post.astype(np.int32)
 
 
 def coupled_means(params: dict[str, np.ndarray], channel: int, values: np.ndarray | None) -> np.ndarray:

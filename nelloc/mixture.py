@@ -50,6 +50,12 @@ EXP_CUTOFF = 80        # components more than 5 nats below the best weigh 0 (< 0
                        # free in rate, and the kernel skips them
 TOTAL = 2**24 - 256    # constriction quantises a float64 row with this sum to exactly count + 1
 UNIFORM = 6            # floor of every count: (UNIFORM + 1) * 256 / 2**24 ~= ALPHA
+# Joint colour models (ModelConfig.joint): channel c's logits gain the log of each component's
+# integer mass at the earlier channels' values, in 1/16 nat (``log_mass``):
+LOG_MANTISSA = 256     # the stored log table covers mantissas 256..511 (9 significant bits)
+LOG_FIXED = 4096       # ... in units of 1/4096 nat
+LN2_FIXED = 2839       # round(4096 * ln 2)
+ZERO_MASS_LOGIT = -8192  # a component that gives the known value no mass at all: weight 0 for sure
 
 
 # --------------------------------------------------------------------------- float model
@@ -81,6 +87,27 @@ def log_prob(
     return torch.logaddexp(mix + math.log1p(-ALPHA), uniform)
 
 
+def log_prob_joint(
+    x: torch.Tensor, logits: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor
+) -> torch.Tensor:
+    """Like ``log_prob`` for a whole pixel, with the components shared across its channels.
+
+    ``x``: (..., C); ``logits``: (..., K); ``means``, ``log_scales``: (..., C, K).  Channel ``c`` is
+    coded with the components' posterior weights given channels ``0..c-1`` (PixelCNN++'s joint
+    mixture, taken one channel at a time), so a component that explained red well also carries
+    green.  Returns (..., C): the conditional log probability of each channel.
+    """
+    comp = _log_bin_mass(x.unsqueeze(-1), means, log_scales)  # (..., C, K)
+    weights = F.log_softmax(logits, dim=-1)
+    out = []
+    for c in range(x.shape[-1]):
+        mix = torch.logsumexp(weights + comp[..., c, :], dim=-1)
+        uniform = torch.full_like(mix, math.log(ALPHA / NUM_VALUES))
+        out.append(torch.logaddexp(mix + math.log1p(-ALPHA), uniform))
+        weights = F.log_softmax(weights + comp[..., c, :], dim=-1)
+    return torch.stack(out, dim=-1)
+
+
 # --------------------------------------------------------------------------- integer tables
 
 
@@ -102,6 +129,12 @@ def build_tables() -> dict[str, np.ndarray]:
     return {"sigmoid": sig, "exp": exp, "inv_scale": inv_scale}
 
 
+def build_log_table() -> np.ndarray:
+    """round(4096 * ln(m / 512)) for mantissas m = 256..511: the only table joint models add."""
+    m = np.arange(LOG_MANTISSA, 2 * LOG_MANTISSA, dtype=np.float64)
+    return np.round(np.log(m / (2 * LOG_MANTISSA)) * LOG_FIXED).astype(np.int32)
+
+
 def fine_sigmoid(sig: np.ndarray) -> np.ndarray:
     """The 1/1024-step table the CDF reads, interpolated from the stored 1/64-step table with
     integer arithmetic only (so it is a pure function of the model file)."""
@@ -118,6 +151,42 @@ def _component_cdf_ref(mean: np.ndarray, inv_scale: np.ndarray, fine: np.ndarray
     q = (t >> 16) + FINE_RANGE * FINE_STEPS_PER_UNIT  # index into the fine table, step 1/1024
     val = fine[np.clip(q, 0, fine.size - 1)].astype(np.int64)
     return np.where(q < 0, 0, np.where(q >= fine.size, 2**CDF_BITS, val))
+
+
+def bin_mass(means: np.ndarray, logscale_idx: np.ndarray, values: np.ndarray, tables: dict[str, np.ndarray]) -> np.ndarray:
+    """Each component's integer mass (0..2**20, its share of the counts) at ``values``.
+
+    ``means``, ``logscale_idx``: (N, K); ``values``: (N,) grey levels.  Returns (N, K) int64: the
+    differences of the same integer CDF the counts are built from."""
+    fine = tables.get("fine")
+    if fine is None:
+        fine = tables["fine"] = fine_sigmoid(tables["sigmoid"])
+    inv = tables["inv_scale"][logscale_idx].astype(np.int64)
+    mean = means.astype(np.int64)
+    v = values.astype(np.int64)[:, None]
+
+    def cdf(edges: np.ndarray) -> np.ndarray:
+        q = (((edges - mean) * inv) >> 16) + FINE_RANGE * FINE_STEPS_PER_UNIT
+        val = fine[np.clip(q, 0, fine.size - 1)].astype(np.int64)
+        return np.where(q < 0, 0, np.where(q >= fine.size, 2**CDF_BITS, val))
+
+    upper = np.where(v >= NUM_VALUES - 1, 2**CDF_BITS, cdf(64 * v + 32))
+    lower = np.where(v <= 0, 0, cdf(64 * v - 32))
+    return upper - lower
+
+
+def log_mass(mass: np.ndarray, log_table: np.ndarray) -> np.ndarray:
+    """ln(mass / 2**20) in 1/16 nat (rounded), integers only; ZERO_MASS_LOGIT where mass is 0.
+
+    mass = m * 2**e with a 9-bit mantissa m (truncated: < 0.004 nat off), so
+    ln(mass / 2**20) = ln(m / 512) + (bits(mass) - 20) * ln 2."""
+    mass = np.asarray(mass, dtype=np.int64)
+    safe = np.maximum(mass, 1)
+    bits = np.frexp(safe.astype(np.float64))[1].astype(np.int64)  # bit length (frexp is exact)
+    shift = bits - 9
+    mant = np.where(shift >= 0, safe >> np.maximum(shift, 0), safe << np.maximum(-shift, 0))
+    fixed = log_table[mant - LOG_MANTISSA].astype(np.int64) + (bits - 20) * LN2_FIXED
+    return np.where(mass > 0, (fixed + 128) >> 8, ZERO_MASS_LOGIT)
 
 
 def counts_reference(

@@ -43,11 +43,14 @@ class ModelConfig:
     kind: str = "local"  # "local" (1x1 residual blocks) or "full" (3x3 middle convolution)
     skip: bool = False  # local only: a linear layer from the gathered neighbourhood to the outputs
     act_bits: int = 8  # hidden activations are integers 0 .. 2**act_bits - 1 in the exact model
+    joint: bool = False  # colour: components shared across a pixel's channels (mixture.log_prob_joint)
 
     def __post_init__(self) -> None:
         lo, hi = ACT_BITS_RANGE
         if not (isinstance(self.act_bits, int) and lo <= self.act_bits <= hi):
             raise ValueError(f"act_bits must be an integer in {lo}..{hi}, not {self.act_bits!r}")
+        if self.joint and self.channels != 3:
+            raise ValueError("joint mixtures are for colour (3-channel) models")
 
     @property
     def act_qmax(self) -> int:
@@ -73,6 +76,8 @@ class ModelConfig:
             del d["skip"]
         if d["act_bits"] == 8:  # likewise
             del d["act_bits"]
+        if not d["joint"]:
+            del d["joint"]
         return d
 
 
@@ -305,6 +310,8 @@ class PixelCNN(nn.Module):
         """Natural-log likelihood of every sub-pixel: (B, C, H, W)."""
         p = self.mixture_params(x)
         xs = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+        if self.cfg.joint:
+            return mx.log_prob_joint(xs, p["logits"], p["means"], p["log_scales"]).permute(0, 3, 1, 2)
         logits = p["logits"].unsqueeze(-2).expand_as(p["means"])
         lp = mx.log_prob(xs, logits, p["means"], p["log_scales"])
         return lp.permute(0, 3, 1, 2)

@@ -292,6 +292,9 @@ def warm_start(full: PixelCNN, local: PixelCNN) -> None:
     if fc == lc and fc.kind == "local":  # a local expert continued with its full partner's budget
         full.load_state_dict(local.state_dict())
         return
+    if fc.kind == lc.kind == "local" and replace(fc, joint=lc.joint) == lc:  # the likelihood changes, not the net
+        full.load_state_dict(local.state_dict())
+        return
     if fc.kind == lc.kind == "local" and fc.skip and not lc.skip and replace(fc, skip=False) == lc:
         missing, unexpected = full.load_state_dict(local.state_dict(), strict=False)
         assert missing == ["skip"] and not unexpected  # the new skip starts at zero: the same model

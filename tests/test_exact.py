@@ -121,10 +121,10 @@ def test_round_trip_with_thread_counts(paper_size_model, threads):
         torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("skip,act_bits", [(False, 8), (True, 8), (True, 10)])
-def test_export_close_to_float_model(skip, act_bits):
+@pytest.mark.parametrize("skip,act_bits,joint", [(False, 8, False), (True, 8, False), (True, 10, False), (True, 10, True)])
+def test_export_close_to_float_model(skip, act_bits, joint):
     torch.manual_seed(0)
-    cfg = ModelConfig(width=32, mixtures=5, skip=skip, act_bits=act_bits)
+    cfg = ModelConfig(width=32, mixtures=5, skip=skip, act_bits=act_bits, joint=joint)
     model = PixelCNN(cfg)
     img = smooth_image(24, 24, 3, seed=6)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
@@ -189,6 +189,61 @@ def test_wide_activation_model_round_trips(wide_act_model):
     img = smooth_image(13, 21, 3, seed=4)
     payload = codec.encode_plane(wide_act_model, img, 8)
     assert np.array_equal(codec.decode_plane(wide_act_model, payload, 13, 21, 8), img)
+
+
+@pytest.fixture(scope="module")
+def joint_model():
+    """Components shared across a pixel's channels (ModelConfig.joint)."""
+    return exported(ModelConfig(width=32, mixtures=5, skip=True, act_bits=10, joint=True))
+
+
+def test_joint_model_round_trips_and_differs_from_the_factorised_one(joint_model):
+    img = smooth_image(19, 23, 3, seed=7)
+    payload = codec.encode_plane(joint_model, img, 8)
+    assert np.array_equal(codec.decode_plane(joint_model, payload, 19, 23, 8), img)
+    factorised = exact.ExactModel({k: v for k, v in joint_model.tensors.items() if k != "table.log"},
+                                  ModelConfig(width=32, mixtures=5, skip=True, act_bits=10))
+    assert factorised.sha256 != joint_model.sha256
+    assert codec.encode_plane(factorised, img, 8) != payload
+
+
+def test_joint_is_in_the_id_only_when_set_and_needs_its_table(joint_model):
+    assert "joint" not in ModelConfig().to_dict()  # older models keep their SHA-256
+    tensors = {k: v for k, v in joint_model.tensors.items() if k != "table.log"}
+    with pytest.raises(ModelError, match="log"):
+        exact.ExactModel(tensors, joint_model.cfg)
+    with pytest.raises(ModelError, match="log"):
+        exact.ExactModel({**tensors, "table.log": np.ones(mx.LOG_MANTISSA, np.int32)}, joint_model.cfg)
+
+
+def test_channel_logits_add_each_components_log_mass_at_the_known_values(joint_model):
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.integers(-128, 128, (50, joint_model.fan_in)).astype(np.float32))
+    params = joint_model.split(joint_model.forward(x).numpy())
+    values = rng.integers(0, 256, (50, 3)).astype(np.int32)
+    tables = joint_model.tables
+    assert np.array_equal(exact.channel_logits(params, 0, values[:, :0], tables, True), params["logits"])
+    blue = exact.channel_logits(params, 2, values[:, :2], tables, True).astype(np.int64)
+    expect = params["logits"].astype(np.int64)
+    for src in range(2):  # the masses the counts themselves give each component, one at a time
+        means = exact.coupled_means(params, src, values[:, :src])
+        for k in range(joint_model.cfg.mixtures):
+            one = np.full((50, joint_model.cfg.mixtures), -4000, np.int32)
+            one[:, k] = 0  # every other component weighs 0: the counts are component k's pmf
+            counts = mx.counts_reference(one, means, params["logscale_idx"][:, src, :], tables)
+            pmf = (counts - mx.UNIFORM)[np.arange(50), values[:, src]]  # its mass, rescaled to TOTAL - 256 * UNIFORM
+            mass = mx.bin_mass(means, params["logscale_idx"][:, src, :], values[:, src], tables)[:, k]
+            assert np.all(np.abs(pmf - mass * ((mx.TOTAL - 256 * mx.UNIFORM) / 2**20)) <= 256)
+            expect[:, k] += mx.log_mass(mass, tables["log"])
+    assert np.array_equal(blue, expect)
+
+
+def test_log_mass_is_within_a_unit_of_the_natural_log():
+    table = mx.build_log_table()
+    mass = np.arange(2**20 + 1)
+    got = mx.log_mass(mass, table)
+    assert got[0] == mx.ZERO_MASS_LOGIT and got[-1] == 0
+    assert np.abs(got[1:] - 16 * np.log(mass[1:] / 2**20)).max() <= 0.6
 
 
 def test_corrupted_model_file_is_refused(tmp_path):
