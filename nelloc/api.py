@@ -21,13 +21,15 @@ from PIL import Image, UnidentifiedImageError
 
 from nelloc import container as ct
 from nelloc import zoo
-from nelloc.codec import DEFAULT_TILE, PlaneJob, decode_planes, encode_planes, resolve_device
+from nelloc.adapt import DEFAULT_BLOCK
+from nelloc.codec import DEFAULT_TILE, PlaneJob, decode_planes, encode_segments, resolve_device
 from nelloc.errors import BadStreamError, ModelError, NellocError, UnsupportedImageError
 
 ImageLike = Union[np.ndarray, Image.Image, str, Path, bytes]
 NEURAL_MODES = {"L": (1, False), "LA": (1, True), "RGB": (3, False), "RGBA": (3, True)}
 MAX_TILE = 1 << 16
-ARITHMETIC_OF_VERSION = {1: 1, 2: 2, 3: 2}  # container format version -> network arithmetic (nelloc.exact)
+MAX_BLOCK = 1 << 16
+ARITHMETIC_OF_VERSION = {1: 1, 2: 2, 3: 2, 4: 2}  # container format version -> network arithmetic (nelloc.exact)
 Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit (max_pixels) with a clear message
 
 
@@ -91,16 +93,17 @@ def _neural_segment(plane: np.ndarray, model_name: str, tile: int) -> ct.Segment
     return ct.Segment(ct.SEG_NEURAL, plane.shape[2], model_name, b"", tile, payload=b"")
 
 
-def _encode_segments(jobs: dict[str, list[tuple[np.ndarray, ct.Segment]]], tile: int, dev) -> None:
+def _encode_segments(jobs: dict[str, list[tuple[np.ndarray, ct.Segment]]], tile: int, dev, block: int) -> None:
     """Fill in the payloads: one batched ``encode_planes`` call per model."""
     for model_name, items in jobs.items():
         model = zoo.load(model_name).to(dev)
         for plane, _ in items:
             if model.cfg.channels != plane.shape[2]:
                 raise ModelError(f"model {model_name!r} codes {model.cfg.channels}-channel planes, not {plane.shape[2]}")
-        payloads = encode_planes(model, [plane for plane, _ in items], tile, dev)
-        for (_, seg), payload in zip(items, payloads):
+        coded = encode_segments(model, [plane for plane, _ in items], tile, dev, block)
+        for (_, seg), (payload, used_block) in zip(items, coded):
             seg.model_id = bytes.fromhex(model.sha256)[: ct.MODEL_ID_BYTES]
+            seg.block = used_block
             seg.payload = payload
 
 
@@ -152,6 +155,13 @@ def _check_tile(tile: int | None) -> int:
     return tile
 
 
+def _check_block(block: int | None) -> int:
+    block = DEFAULT_BLOCK if block is None else int(block)
+    if not 0 <= block <= MAX_BLOCK:
+        raise UnsupportedImageError(f"adaptation block size must be between 0 (off) and {MAX_BLOCK}, got {block}")
+    return block
+
+
 def compress_many(
     images: Sequence[ImageLike],
     *,
@@ -159,14 +169,18 @@ def compress_many(
     alpha_model: str | None = None,
     tile: int | None = None,
     device: str = "auto",
+    adapt_block: int | None = None,
 ) -> list[bytes]:
     """Compress several images; same-size small images share network calls (much faster for
-    thumbnails).  Each result is exactly what ``compress`` gives for that image alone."""
+    thumbnails).  Each result is exactly what ``compress`` gives for that image alone.
+    ``adapt_block``: side of the squares that get their own log-scale offsets (``nelloc.adapt``;
+    default 48, 0: none)."""
     tile = _check_tile(tile)
+    block = _check_block(adapt_block)
     dev = resolve_device(device)
     jobs: dict[str, list[tuple[np.ndarray, ct.Segment]]] = {}
     containers = [_container(to_image(image), model, alpha_model, tile, jobs) for image in images]
-    _encode_segments(jobs, tile, dev)
+    _encode_segments(jobs, tile, dev, block)
     return [ct.dumps(c) for c in containers]
 
 
@@ -177,9 +191,11 @@ def compress(
     alpha_model: str | None = None,
     tile: int | None = None,
     device: str = "auto",
+    adapt_block: int | None = None,
 ) -> bytes:
     """Compress an image (path, PIL image or uint8 array) to .nlc bytes."""
-    return compress_many([image], model=model, alpha_model=alpha_model, tile=tile, device=device)[0]
+    return compress_many([image], model=model, alpha_model=alpha_model, tile=tile, device=device,
+                         adapt_block=adapt_block)[0]
 
 
 def _model_for(seg: ct.Segment):
@@ -241,6 +257,8 @@ def _neural_jobs(c: ct.Container) -> list[ct.Segment]:
     for seg in c.segments:
         if seg.type == ct.SEG_NEURAL and seg.tile > MAX_TILE:
             raise BadStreamError(f"corrupted header: tile size {seg.tile}")
+        if seg.type == ct.SEG_NEURAL and seg.block > MAX_BLOCK:
+            raise BadStreamError(f"corrupted header: adaptation block size {seg.block}")
     return [seg for seg in c.segments if seg.type == ct.SEG_NEURAL]
 
 
@@ -258,7 +276,7 @@ def _decode_planes(work: list[tuple[ct.Container, ct.Segment]], dev, progress) -
             continue
         by_model.setdefault((model.sha256, c.version), (model, []))[1].append((c, seg))
     for (_, version), (model, items) in by_model.items():
-        jobs = [PlaneJob(seg.payload, c.height, c.width, seg.tile) for c, seg in items]
+        jobs = [PlaneJob(seg.payload, c.height, c.width, seg.tile, seg.block) for c, seg in items]
         arithmetic = ARITHMETIC_OF_VERSION[version]
         for (_, seg), plane in zip(items, decode_planes(model.to(dev), jobs, dev, progress, arithmetic)):
             results[id(seg)] = plane
@@ -390,7 +408,8 @@ def info(data: bytes, max_pixels: int = ct.DEFAULT_MAX_PIXELS) -> dict:
             {
                 "type": {ct.SEG_NEURAL: "neural", ct.SEG_CONSTANT: "constant", ct.SEG_FALLBACK: "fallback"}[s.type],
                 "channels": s.channels,
-                **({"model": _model_name(s), "model_id": s.model_id.hex(), "tile": s.tile} if s.type == ct.SEG_NEURAL else {}),
+                **({"model": _model_name(s), "model_id": s.model_id.hex(), "tile": s.tile,
+                    "adapt_block": s.block} if s.type == ct.SEG_NEURAL else {}),
                 **({"value": s.value} if s.type == ct.SEG_CONSTANT else {}),
                 **({"method": "png" if s.method == ct.FALLBACK_PNG else "raw-lzma"} if s.type == ct.SEG_FALLBACK else {}),
                 "payload_bytes": len(s.payload),

@@ -223,13 +223,15 @@ def main() -> None:
 @click.option("--out-dir", help="Folder for the outputs (default: beside each input).")
 @click.option("--model", help="Model for the colour / grey planes (default: rgb or gray).")
 @click.option("--tile", type=click.IntRange(0, 65536), default=None, help="Tile size in pixels (0 = untiled; default 96).")
+@click.option("--adapt-block", type=click.IntRange(0, 65536), default=None,
+              help="Side of the squares that get their own log-scale offset per channel (0 = none; default 48).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads (default: all cores); never changes the output.")
 @click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output (same as -o -).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def compress(inputs, output, out_dir, model, tile, device, threads, to_stdout, force, quiet) -> None:
+def compress(inputs, output, out_dir, model, tile, adapt_block, device, threads, to_stdout, force, quiet) -> None:
     """Compress images to .nlc files (IMG.png -> IMG.nlc; '-' reads standard input)."""
     output = _stdout_option(output, to_stdout)
     files = _expand(inputs, IMAGE_SUFFIXES)
@@ -253,13 +255,13 @@ def compress(inputs, output, out_dir, model, tile, device, threads, to_stdout, f
             except NellocError as exc:
                 out[k] = exc
         try:
-            blobs = api.compress_many(list(images.values()), model=model, tile=tile, device=device)
+            blobs = api.compress_many(list(images.values()), model=model, tile=tile, device=device, adapt_block=adapt_block)
             for k, data in zip(images, blobs):
                 out[k] = (images[k], data)
         except NellocError:  # find out which file it was: code them one by one
             for k, im in images.items():
                 try:
-                    out[k] = (im, api.compress(im, model=model, tile=tile, device=device))
+                    out[k] = (im, api.compress(im, model=model, tile=tile, device=device, adapt_block=adapt_block))
                 except NellocError as exc:
                     out[k] = exc
         return out
@@ -273,7 +275,7 @@ def compress(inputs, output, out_dir, model, tile, device, threads, to_stdout, f
         batched = batches.get(i)
         if batched is None:
             im = api.to_image(_read(src) if src == STDIO else src)
-            data = api.compress(im, model=model, tile=tile, device=device)
+            data = api.compress(im, model=model, tile=tile, device=device, adapt_block=adapt_block)
             seconds, note = time.perf_counter() - t0, ""
         else:
             (im, data), seconds, n = batched

@@ -14,6 +14,7 @@ import numpy as np
 import constriction
 import torch
 
+from nelloc import adapt
 from nelloc import mixture as mx
 from nelloc.errors import BadStreamError
 from nelloc.exact import ARITHMETIC, ExactModel, channel_logits, coupled_means
@@ -102,8 +103,46 @@ class _torch_threads:
 SMALL_IMAGE = 1 << 16  # below this many pixels, encode with one torch thread
 
 
-def _coded_chunks(model: ExactModel, pixels: np.ndarray, tile: int, device: str | torch.device):
-    """Yield (symbols, counts) in stream order, a group of wavefront steps at a time.
+def _all_means(model: ExactModel, params: dict[str, np.ndarray], values: np.ndarray) -> np.ndarray:
+    """Coupled means of every channel, given the pixels' values: (N, C, K)."""
+    return np.stack([coupled_means(params, c, values[:, :c]) for c in range(model.cfg.channels)], axis=1)
+
+
+def _choose_offsets(model: ExactModel, canvas: torch.Tensor, grid: TileGrid, values: np.ndarray,
+                    planes: int, block: int, parts: int) -> list[np.ndarray | None]:
+    """Each plane's log-scale offsets (blocks, C), estimated from a sample of its pixels, or None
+    where they would not pay for themselves.
+
+    ``canvas`` holds the planes' tiles one plane after another; ``values`` their pixels in
+    stream order, plane after plane."""
+    cells, pix, _ = grid.order
+    rows = adapt.sample_rows(len(cells))
+    size = int(np.prod(grid.canvas_shape[:3]))
+    plane = np.repeat(np.arange(planes), len(rows))
+    all_cells = (cells[rows][None, :] + size * np.arange(planes)[:, None]).ravel()
+    chunks = [_network(model, canvas, all_cells[a : a + ENCODE_CHUNK], grid, ARITHMETIC, parts)
+              for a in range(0, len(all_cells), ENCODE_CHUNK)]
+    params = {k: np.concatenate([p[k] for p in chunks]) for k in chunks[0]}
+    vals = values.reshape(planes, len(cells), -1)[:, rows].reshape(len(all_cells), -1)
+    nblocks = adapt.num_blocks(grid.height, grid.width, block)
+    blocks = np.tile(adapt.block_of_pixel(pix[rows], grid.width, block), planes) + plane * nblocks
+    offsets, saving = adapt.choose_offsets(params, _all_means(model, params, vals), vals, blocks, planes * nblocks,
+                                           len(cells) / len(rows))
+    offsets, saving = offsets.reshape(planes, nblocks, -1), saving.reshape(planes, nblocks).sum(axis=1)
+    return [off if adapt.worth_it(gain, block) else None for off, gain in zip(offsets, saving)]
+
+
+def _offset_symbols(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(symbols, counts) of one plane's offsets (blocks, C), block by block, channels in turn."""
+    symbols = offsets.ravel().astype(np.int32) + adapt.SYMBOL_BIAS
+    return symbols, np.tile(adapt.offset_counts(), (len(symbols), 1))
+
+
+def _coded_chunks(model: ExactModel, pixels: np.ndarray, tile: int, device: str | torch.device, block: int = 0,
+                  used: list | None = None):
+    """Yield (symbols, counts) in stream order: the log-scale offsets (if ``block`` and they pay
+    for themselves; the block size the stream uses, 0 or ``block``, is appended to ``used``), then
+    the pixels a group of wavefront steps at a time.
 
     The network runs only on the group's pixels, so memory stays bounded for any image size.
     """
@@ -115,10 +154,21 @@ def _coded_chunks(model: ExactModel, pixels: np.ndarray, tile: int, device: str 
     canvas = grid.full_canvas(pixels, resolve_device(device))
     cells, pix, bounds = grid.order
     values = pixels.reshape(-1, c)[pix].astype(np.int32)  # stream order
+    offsets = None
+    if block:
+        with _torch_threads(1 if parts > 1 else torch.get_num_threads()):
+            offsets = _choose_offsets(model, canvas, grid, values, 1, block, parts)[0]
+    if used is not None:
+        used.append(block if offsets is not None else 0)
+    if offsets is not None:
+        yield _offset_symbols(offsets)
+        row_blocks = adapt.block_of_pixel(pix, w, block)
     for start, stop in _step_groups(bounds, ENCODE_CHUNK):
         lo, hi = bounds[start], bounds[stop]
         with _torch_threads(1 if parts > 1 else torch.get_num_threads()):
             params = _network(model, canvas, cells[lo:hi], grid, ARITHMETIC, parts)
+        if offsets is not None:
+            adapt.shift_log_scales(params, offsets[row_blocks[lo:hi]])
         px, ch = _symbol_order(bounds - lo, c, start, stop)
         yield values[lo:hi][px, ch], _counts_for(model, params, values[lo:hi], px, ch)
 
@@ -129,12 +179,17 @@ def _encode_threads(pixels: int) -> int:
 
 
 def encode_plane(model: ExactModel, pixels: np.ndarray, tile: int = DEFAULT_TILE, device: str | torch.device = "cpu") -> bytes:
-    """(H, W, C) uint8 with C == model channels -> payload bytes."""
+    """(H, W, C) uint8 with C == model channels -> payload bytes (no log-scale offsets)."""
+    return _encode_one(model, pixels, tile, device, 0)[0]
+
+
+def _encode_one(model: ExactModel, pixels: np.ndarray, tile: int, device, block: int) -> tuple[bytes, int]:
     encoder = constriction.stream.queue.RangeEncoder()
+    used: list[int] = []
     with _torch_threads(_encode_threads(pixels.shape[0] * pixels.shape[1])):
-        for symbols, counts in _coded_chunks(model, pixels, tile, device):
+        for symbols, counts in _coded_chunks(model, pixels, tile, device, block, used):
             encoder.encode(symbols, _categorical(), counts)
-    return encoder.get_compressed().astype("<u4").tobytes()
+    return encoder.get_compressed().astype("<u4").tobytes(), used[0]
 
 
 def _small_batches(planes: Sequence[np.ndarray], tile: int) -> dict[tuple, list[list[int]]]:
@@ -151,7 +206,7 @@ def _small_batches(planes: Sequence[np.ndarray], tile: int) -> dict[tuple, list[
     return batches
 
 
-def _encode_small(model: ExactModel, planes: list[np.ndarray], tile: int, device) -> list[bytes]:
+def _encode_small(model: ExactModel, planes: list[np.ndarray], tile: int, device, block: int = 0) -> list[tuple[bytes, int]]:
     """Same-size small planes in one network call and one CDF call; one stream each."""
     h, w, c = planes[0].shape
     grid = TileGrid(h, w, tile, model.cfg.horizon, c)
@@ -163,6 +218,15 @@ def _encode_small(model: ExactModel, planes: list[np.ndarray], tile: int, device
     all_cells = (cells[None, :] + size * np.arange(len(planes))[:, None]).ravel()
     params = _network(model, canvas, all_cells, grid, ARITHMETIC)
     values = np.concatenate([p.reshape(-1, c)[pix] for p in planes]).astype(np.int32)
+    offsets = [None] * len(planes)
+    if block:
+        offsets = _choose_offsets(model, canvas, grid, values, len(planes), block, 1)
+        if any(off is not None for off in offsets):
+            nblocks = adapt.num_blocks(h, w, block)
+            table = np.stack([np.zeros((nblocks, c), np.int32) if off is None else off for off in offsets])
+            row_blocks = np.tile(adapt.block_of_pixel(pix, w, block), len(planes))
+            plane_of_row = np.repeat(np.arange(len(planes)), n)
+            adapt.shift_log_scales(params, table[plane_of_row, row_blocks])
     px, ch = _symbol_order(bounds, c, 0, grid.num_steps)
     all_px = (px[None, :] + n * np.arange(len(planes))[:, None]).ravel()
     all_ch = np.tile(ch, len(planes))
@@ -172,8 +236,11 @@ def _encode_small(model: ExactModel, planes: list[np.ndarray], tile: int, device
     for i in range(len(planes)):
         part = slice(i * len(px), (i + 1) * len(px))
         encoder = constriction.stream.queue.RangeEncoder()
+        if offsets[i] is not None:
+            off_symbols, off_counts = _offset_symbols(offsets[i])
+            encoder.encode(off_symbols, _categorical(), off_counts)
         encoder.encode(symbols[part], _categorical(), counts[part])
-        out.append(encoder.get_compressed().astype("<u4").tobytes())
+        out.append((encoder.get_compressed().astype("<u4").tobytes(), 0 if offsets[i] is None else block))
     return out
 
 
@@ -184,23 +251,38 @@ def encode_planes(
 
     Small planes of the same size share network and CDF calls (e.g. a folder of thumbnails).
     """
-    payloads: list[bytes | None] = [None] * len(planes)
+    return [payload for payload, _ in encode_segments(model, planes, tile, device, 0)]
+
+
+def encode_segments(
+    model: ExactModel, planes: Sequence[np.ndarray], tile: int = DEFAULT_TILE, device: str | torch.device = "cpu",
+    block: int = 0,
+) -> list[tuple[bytes, int]]:
+    """Several (H, W, C) planes -> (payload, block size used) each.  ``block``: side of the squares
+    that get their own log-scale offsets (``nelloc.adapt``); a plane where the encoder estimates
+    they would not pay for themselves is coded without (block size 0), like ``block = 0``.
+
+    Small planes of the same size share network and CDF calls (e.g. a folder of thumbnails).
+    """
+    payloads: list[tuple[bytes, int] | None] = [None] * len(planes)
     for groups in _small_batches(planes, tile).values():
         for group in groups:
             with _torch_threads(_encode_threads(sum(planes[i].shape[0] * planes[i].shape[1] for i in group))):
-                coded = _encode_small(model, [planes[i] for i in group], tile, device)
+                coded = _encode_small(model, [planes[i] for i in group], tile, device, block)
             for i, data in zip(group, coded):
                 payloads[i] = data
     for i, p in enumerate(planes):
         if payloads[i] is None:
-            payloads[i] = encode_plane(model, p, tile, device)
+            payloads[i] = _encode_one(model, p, tile, device, block)
     return payloads
 
 
-def plane_code_length(model: ExactModel, pixels: np.ndarray, tile: int = DEFAULT_TILE, device: str | torch.device = "cpu") -> float:
-    """Exact ideal code length in bits of a plane (what the coder achieves, to within ~32 bits)."""
+def plane_code_length(model: ExactModel, pixels: np.ndarray, tile: int = DEFAULT_TILE, device: str | torch.device = "cpu",
+                      block: int = 0) -> float:
+    """Exact ideal code length in bits of a plane (what the coder achieves, to within ~32 bits),
+    the log-scale offsets included."""
     with _torch_threads(_encode_threads(pixels.shape[0] * pixels.shape[1])):
-        return sum(mx.code_length_bits(c, s) for s, c in _coded_chunks(model, pixels, tile, device))
+        return sum(mx.code_length_bits(c, s) for s, c in _coded_chunks(model, pixels, tile, device, block))
 
 
 SMALL_STEP = 96  # below this many pixels per step on average, decode with one torch thread (as fast
@@ -215,12 +297,14 @@ class PlaneJob:
     height: int
     width: int
     tile: int
+    block: int = 0  # side of the squares with their own log-scale offsets (0: none)
 
 
 class _Stack:
     """Planes of one geometry decoded side by side: their canvases stacked like extra tiles."""
 
-    def __init__(self, grid: TileGrid, members: list[int], dev: torch.device) -> None:
+    def __init__(self, grid: TileGrid, members: list[int], dev: torch.device,
+                 offsets: np.ndarray | None = None, block: int = 0) -> None:
         self.grid, self.members = grid, members
         self.canvas = torch.cat([grid.empty_canvas(dev)] * len(members))
         self.flat = self.canvas.view(-1, grid.channels + 1)
@@ -229,6 +313,14 @@ class _Stack:
         self.base = size * np.arange(len(members))[:, None]
         self.offsets = torch.from_numpy(grid.neighbour_offsets).to(dev)
         self.out = np.zeros((len(members), len(self.cells), grid.channels), np.int32)
+        self.scale_offsets = offsets  # (members, blocks, C) log-scale offsets, or None
+        self.row_blocks = adapt.block_of_pixel(self.pix, grid.width, block) if offsets is not None else None
+
+    def row_offsets(self, lo: int, hi: int) -> np.ndarray:
+        """The offsets of the rows of stream positions [lo, hi) of every member: (members * (hi - lo), C)."""
+        if self.scale_offsets is None:
+            return np.zeros((len(self.members) * (hi - lo), self.grid.channels), np.int32)
+        return self.scale_offsets[:, self.row_blocks[lo:hi]].reshape(-1, self.grid.channels)
 
     def step_cells(self, s: int) -> tuple[int, int, np.ndarray]:
         """(first, last) stream position of step ``s`` in one plane, and the cells of all planes."""
@@ -257,12 +349,21 @@ def decode_planes(
             errors[i] = BadStreamError("corrupted stream: payload length is not a multiple of 4")
         words = np.frombuffer(job.payload[: len(job.payload) // 4 * 4], dtype="<u4").astype(np.uint32)
         decoders.append(constriction.stream.queue.RangeDecoder(words))
-    dev = resolve_device(device)
-    geometry: dict[tuple[int, int, int], list[int]] = {}
+    offsets: list[np.ndarray | None] = []
     for i, job in enumerate(jobs):
-        geometry.setdefault((job.height, job.width, job.tile), []).append(i)
-    stacks = [_Stack(TileGrid(h, w, t, model.cfg.horizon, c_total), members, dev)
-              for (h, w, t), members in geometry.items()]
+        off = _decode_offsets(decoders[i], job, c_total) if job.block and errors[i] is None else None
+        if isinstance(off, BadStreamError):
+            errors[i] = off
+        if job.block and not isinstance(off, np.ndarray):  # a failed plane still takes its place in the batch
+            off = np.zeros((adapt.num_blocks(job.height, job.width, job.block), c_total), np.int32)
+        offsets.append(off)
+    dev = resolve_device(device)
+    geometry: dict[tuple[int, int, int, int], list[int]] = {}
+    for i, job in enumerate(jobs):
+        geometry.setdefault((job.height, job.width, job.tile, job.block), []).append(i)
+    stacks = [_Stack(TileGrid(h, w, t, model.cfg.horizon, c_total), members, dev,
+                     np.stack([offsets[i] for i in members]) if b else None, b)
+              for (h, w, t, b), members in geometry.items()]
     num_steps = max((st.grid.num_steps for st in stacks), default=0)
     pixels = sum(job.height * job.width for job in jobs)
     small_steps = pixels < SMALL_STEP * max(num_steps, 1)
@@ -279,6 +380,19 @@ def decode_planes(
             image[st.pix] = st.out[k]
             results[i] = errors[i] or image.reshape(job.height, job.width, c_total)
     return results
+
+
+def _decode_offsets(decoder, job: PlaneJob, channels: int) -> np.ndarray | BadStreamError:
+    """A plane's log-scale offsets (blocks, C) from the start of its stream."""
+    n = adapt.num_blocks(job.height, job.width, job.block) * channels
+    try:
+        symbols = decoder.decode(_categorical(), np.tile(adapt.offset_counts(), (n, 1)))
+    except (ValueError, RuntimeError, OverflowError, AssertionError) as exc:
+        return BadStreamError(f"corrupted stream: range decoder failed ({exc})")
+    offsets = np.asarray(symbols, np.int32) - adapt.SYMBOL_BIAS
+    if offsets.size and (offsets.min() < adapt.OFFSET_MIN or offsets.max() > adapt.OFFSET_MAX):
+        return BadStreamError("corrupted stream: log-scale offset out of range")
+    return offsets.reshape(-1, channels)
 
 
 class _StepScratch:
@@ -334,6 +448,8 @@ def _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic, 
     if not blocks:
         return
     params = model.split(_network_rows(model, torch.cat(xs), arithmetic, scratch.forward_parts).cpu().numpy())
+    if any(st.scale_offsets is not None for st, *_ in blocks):
+        adapt.shift_log_scales(params, np.concatenate([st.row_offsets(lo, hi) for st, lo, hi, _ in blocks]))
     values = np.zeros((len(params["logits"]), c_total), np.int32)
     buffer = scratch.rows(len(values))
     segments, r = [], 0  # (first row, end row, plane) in stream order

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from nelloc.errors import BadStreamError
 
 MAGIC = b"\x8bNLC"
-VERSION = 3  # what this version writes
-READABLE_VERSIONS = (1, 2, 3)  # 1: float64 network arithmetic; 1, 2: longer segment headers (docs/format.md)
+VERSION = 4  # what this version writes
+READABLE_VERSIONS = (1, 2, 3, 4)  # 1: float64 network arithmetic; 1, 2: longer segment headers; 4: log-scale
+#                                   offsets (a block size in the neural segment header; docs/format.md)
 FLAG_FALLBACK, FLAG_ICC = 1, 2
 KIND_NEURAL, KIND_FALLBACK = 0, 1
 SEG_NEURAL, SEG_CONSTANT, SEG_FALLBACK = 0, 1, 2
+SEG_NEURAL_ADAPTED = 3  # version 4: a neural segment with log-scale offsets (stored as type 3 + block size)
 FALLBACK_PNG, FALLBACK_RAW_LZMA = 0, 1
 MODE_CODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 MODEL_ID_BYTES = 4  # first bytes of the model's SHA-256 (versions 1 and 2: 8, after the model's name)
@@ -37,6 +39,7 @@ class Segment:
     model_name: str = ""  # the encoder's model; stored only by versions 1 and 2 (3 identifies it by id)
     model_id: bytes = b""
     tile: int = 0
+    block: int = 0  # neural segments, version 4: side of the squares with their own log-scale offsets (0: none)
     value: int = 0  # constant segments
     method: int = 0  # fallback segments
     payload: bytes = b""
@@ -81,11 +84,12 @@ def dumps(c: Container) -> bytes:
         out += _varint(len(c.icc_profile)) + c.icc_profile
     out += struct.pack("<IB", c.pixel_crc, len(c.segments))
     for s in c.segments:
-        out += bytes([s.type, s.channels])
+        adapted = s.type == SEG_NEURAL and s.block > 0
+        out += bytes([SEG_NEURAL_ADAPTED if adapted else s.type, s.channels])
         if s.type == SEG_NEURAL:
             if len(s.model_id) != MODEL_ID_BYTES:
                 raise ValueError(f"model id must be {MODEL_ID_BYTES} bytes")
-            out += s.model_id + _varint(s.tile)
+            out += s.model_id + _varint(s.tile) + (_varint(s.block) if adapted else b"")
         elif s.type == SEG_CONSTANT:
             if s.payload:
                 raise ValueError("a constant segment has no payload")
@@ -130,6 +134,9 @@ def _segment(r: _Reader, version: int) -> tuple[Segment, int | None]:
     """A segment header, and its payload length as versions 1 and 2 store it there (None in version 3,
     where the lengths follow all the headers; 0 for a constant segment)."""
     seg = Segment(r.byte(), r.byte())
+    adapted = seg.type == SEG_NEURAL_ADAPTED and version >= 4
+    if adapted:
+        seg.type = SEG_NEURAL
     if seg.type == SEG_CONSTANT:
         seg.value = r.byte()
         return seg, 0
@@ -140,6 +147,10 @@ def _segment(r: _Reader, version: int) -> tuple[Segment, int | None]:
             seg.model_name = r.string().decode("utf-8", errors="replace")
             seg.model_id = r.take(OLD_MODEL_ID_BYTES)
         seg.tile = r.varint()
+        if adapted:
+            seg.block = r.varint()
+            if seg.block == 0:
+                raise BadStreamError("corrupted header: adaptation block size 0")
     elif seg.type == SEG_FALLBACK:
         seg.method = r.byte()
     else:

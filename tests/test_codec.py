@@ -1,6 +1,7 @@
 """Planes <-> payloads: batched encoding and decoding give the same streams and pixels as one plane
 at a time, whatever the mix of sizes and tiles; a bad stream in a batch fails alone."""
 
+import constriction
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -119,3 +120,40 @@ def test_decode_with_the_network_call_shared_between_threads(tiny_rgb, split, mo
     assert np.array_equal(back, img)
     steps = codec.TileGrid(45, 61, 16, tiny_rgb.cfg.horizon, 3).num_steps
     assert (len(calls) > steps) == split  # split steps make two calls
+
+
+# -- log-scale offsets (nelloc.adapt, format section 5b) --------------------------------------------
+
+
+@pytest.mark.parametrize("shape, tile, block", [((37, 53, 3), 16, 8), ((20, 20, 3), 0, 48), ((29, 31, 3), 8, 6)])
+def test_log_scale_offsets_round_trip_alone_and_batched(tiny_rgb, shape, tile, block):
+    img = smooth_image(*shape, seed=11)
+    (payload, used), = codec.encode_segments(tiny_rgb, [img], tile, block=block)
+    assert used == block  # the tiny model is far from calibrated: offsets always pay here
+    assert payload != codec.encode_plane(tiny_rgb, img, tile)
+    other = img[::-1].copy()
+    batched = codec.encode_segments(tiny_rgb, [img, other], tile, block=block)
+    assert batched[0] == (payload, used)
+    jobs = [codec.PlaneJob(p, shape[0], shape[1], tile, b) for p, b in batched]
+    jobs.append(codec.PlaneJob(codec.encode_plane(tiny_rgb, img, tile), shape[0], shape[1], tile, 0))
+    out = codec.decode_planes(tiny_rgb, jobs)
+    assert np.array_equal(out[0], img) and np.array_equal(out[1], other) and np.array_equal(out[2], img)
+
+
+def test_offsets_are_skipped_where_they_do_not_pay(tiny_rgb, monkeypatch):
+    from nelloc import adapt
+
+    monkeypatch.setattr(adapt, "worth_it", lambda saving, block: False)
+    img = smooth_image(16, 16, 3, seed=12)
+    assert codec.encode_segments(tiny_rgb, [img], 8, block=8) == [(codec.encode_plane(tiny_rgb, img, 8), 0)]
+
+
+def test_offset_symbols_outside_the_range_are_a_bad_stream(tiny_rgb):
+    from nelloc import adapt
+
+    enc = constriction.stream.queue.RangeEncoder()
+    row = adapt.offset_counts()[None, :].repeat(3, axis=0)
+    enc.encode(np.array([8, 20, 8], np.int32), constriction.stream.model.Categorical(perfect=False), row)
+    payload = enc.get_compressed().astype("<u4").tobytes()
+    (result,) = codec.decode_planes(tiny_rgb, [codec.PlaneJob(payload, 4, 4, 0, 48)])
+    assert isinstance(result, BadStreamError) and "offset out of range" in str(result)

@@ -3,9 +3,9 @@
 The golden files pin the format *and* the model arithmetic: compressing tests/data/golden_*.png with
 the tiny test models must reproduce tests/data/golden_*.nlc byte for byte.  They were made once by
 running this module (``python tests/test_container.py``); regenerate them only for a deliberate,
-documented format change (and bump the format version).  ``golden_*.v1.nlc`` and ``golden_*.v2.nlc``
-were made by format versions 1 (float64 network arithmetic) and 2 (longer segment headers): they must
-still decode.
+documented format change (and bump the format version).  ``golden_*.v1.nlc``, ``golden_*.v2.nlc``
+and ``golden_*.v3.nlc`` were made by format versions 1 (float64 network arithmetic), 2 (longer
+segment headers) and 3 (no log-scale offsets): they must still decode.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ GOLDEN = {
     "golden_rgb": 8,  # 23x17 RGB, 3x3 tiles (clipped at the right and bottom edges)
     "golden_la": 0,  # 13x11 LA with a varying alpha: two neural segments (gray model), untiled
     "golden_rgb_skip": 8,  # golden_rgb.png with the tiny model that has the linear skip layer
+    "golden_rgb_adapt": 8,  # golden_rgb.png with log-scale offsets on 5x5 blocks (version 4)
 }
-GOLDEN_SOURCE = {"golden_rgb_skip": ("golden_rgb", "rgb-skip")}  # name: (source PNG, model)
+GOLDEN_SOURCE = {"golden_rgb_skip": ("golden_rgb", "rgb-skip"), "golden_rgb_adapt": ("golden_rgb", None)}
+GOLDEN_BLOCK = {"golden_rgb_adapt": 5}  # adaptation block size (others: the default)
 
 
 def golden_png(name: str) -> Path:
@@ -40,7 +42,7 @@ def golden_png(name: str) -> Path:
 
 def golden_compress(name: str) -> bytes:
     _, model = GOLDEN_SOURCE.get(name, (name, None))
-    return nelloc.compress(golden_png(name), tile=GOLDEN[name], model=model)
+    return nelloc.compress(golden_png(name), tile=GOLDEN[name], model=model, adapt_block=GOLDEN_BLOCK.get(name))
 
 
 # -- serialisation -------------------------------------------------------------------------------
@@ -135,7 +137,7 @@ def test_header_fields_are_at_their_documented_places():
     c = _full_container()
     data = ct.dumps(c)
     assert data[:4] == b"\x8bNLC" == bytes.fromhex("8B4E4C43")
-    assert data[4] == 3 == ct.VERSION
+    assert data[4] == 4 == ct.VERSION
     assert data[5] == 0b10  # flags: bit 0 fallback (no), bit 1 ICC profile (yes)
     pos = 6
     assert data[pos : pos + 2] == b"\xac\x02" == _varint(300)  # width, LEB128
@@ -171,7 +173,7 @@ def test_fallback_flag_and_mode_string():
     c = ct.Container(5, 7, "CMYK", kind=ct.KIND_FALLBACK, pixel_crc=0x01020304,
                      segments=[ct.Segment(ct.SEG_FALLBACK, 4, method=ct.FALLBACK_RAW_LZMA, payload=b"abc")])
     data = ct.dumps(c)
-    assert data[:8] == b"\x8bNLC\x03\x01\x05\x07"  # magic, version, flags = fallback, width, height
+    assert data[:8] == b"\x8bNLC\x04\x01\x05\x07"  # magic, version, flags = fallback, width, height
     assert data[8:14] == b"\x00\x04CMYK"  # mode code 0, then the mode string
     assert data[14:18] == b"\x04\x03\x02\x01"  # no ICC length: the pixel CRC follows directly
     assert data[18:22] == b"\x01\x02\x04\x01" and data[22:25] == b"abc"  # one segment, its payload last
@@ -183,8 +185,22 @@ def test_neural_mode_codes(mode, code):
     assert data[6:9] == bytes([2, 3, code])
 
 
+def test_an_adapted_neural_segment_is_type_3_with_its_block_size():
+    seg = ct.Segment(ct.SEG_NEURAL, 3, "", b"abcd", 96, block=300, payload=b"q" * 8)
+    data = ct.dumps(ct.Container(3, 1, "RGB", segments=[seg]))
+    pos = 4 + 1 + 1 + 1 + 1 + 1 + 4 + 1
+    assert data[pos : pos + 2] == b"\x03\x03" and data[pos + 2 : pos + 6] == b"abcd"
+    assert data[pos + 6 : pos + 9] == _varint(96) + _varint(300) == b"\x60\xac\x02"
+    assert ct.loads(data).segments[0] == seg
+    v3 = bytearray(data)
+    v3[4] = 3  # type 3 did not exist in version 3
+    v3[-4:] = struct.pack("<I", zlib.crc32(bytes(v3[:-4])))
+    with pytest.raises(BadStreamError, match="unknown segment type 3"):
+        ct.loads(bytes(v3))
+
+
 def test_grey_image_has_25_bytes_of_container_overhead(tiny_models):
-    data = nelloc.compress(smooth_image(20, 30, 1, seed=1))
+    data = nelloc.compress(smooth_image(20, 30, 1, seed=1), adapt_block=0)
     payload = nelloc.info(data)["segments"][0]["payload_bytes"]
     assert len(data) - payload == 25
 
@@ -218,12 +234,12 @@ def test_golden_file_decodes_to_its_png(tiny_models, name):
     assert np.array_equal(np.asarray(out), np.asarray(src))
 
 
-@pytest.mark.parametrize("version", [1, 2])
-@pytest.mark.parametrize("name", ["golden_la", "golden_rgb"])  # the skip model postdates versions 1, 2
+@pytest.mark.parametrize("name, version", [(n, v) for n in ("golden_la", "golden_rgb") for v in (1, 2, 3)]
+                         + [("golden_rgb_skip", 3)])  # the skip model postdates versions 1, 2
 def test_older_version_golden_file_still_decodes(tiny_models, name, version):
     data = (TEST_DATA / f"{name}.v{version}.nlc").read_bytes()
     assert data[4] == version and ct.loads(data).version == version
-    src = Image.open(TEST_DATA / f"{name}.png")
+    src = Image.open(golden_png(name))
     src.load()
     assert np.array_equal(np.asarray(nelloc.decompress(data)), np.asarray(src))
     assert [s["model"] for s in nelloc.info(data)["segments"]] == [s["model"] for s in nelloc.info(
@@ -232,9 +248,9 @@ def test_older_version_golden_file_still_decodes(tiny_models, name, version):
 
 def test_unknown_version_is_refused():
     data = bytearray((TEST_DATA / "golden_rgb.nlc").read_bytes())
-    data[4] = 4
+    data[4] = 5
     data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
-    with pytest.raises(BadStreamError, match="unsupported format version 4"):
+    with pytest.raises(BadStreamError, match="unsupported format version 5"):
         ct.loads(bytes(data))
 
 
@@ -244,6 +260,8 @@ def test_golden_files_cover_tiles_and_a_neural_alpha(tiny_models):
     assert [(s["type"], s["model"], s["tile"]) for s in rgb["segments"]] == [("neural", "rgb", 8)]
     skip = nelloc.info((TEST_DATA / "golden_rgb_skip.nlc").read_bytes())
     assert [(s["type"], s["model"], s["tile"]) for s in skip["segments"]] == [("neural", "rgb-skip", 8)]
+    adapted = nelloc.info((TEST_DATA / "golden_rgb_adapt.nlc").read_bytes())
+    assert [(s["model"], s["tile"], s["adapt_block"]) for s in adapted["segments"]] == [("rgb", 8, 5)]
     la = nelloc.info((TEST_DATA / "golden_la.nlc").read_bytes())
     assert (la["width"], la["height"], la["mode"]) == (13, 11, "LA")
     assert [(s["type"], s["model"]) for s in la["segments"]] == [("neural", "gray"), ("neural", "gray")]

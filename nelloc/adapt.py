@@ -1,0 +1,112 @@
+"""Forward adaptation: one log-scale offset per block of pixels and channel (docs/format.md 5b).
+
+A static model cannot tell from a 7x7 window how noisy the rest of the image is, so it is often
+too sure of itself on grainy photos and too unsure on clean ones.  The encoder, which sees the
+whole image, picks for every ``block x block`` square and channel an offset in 1/16 nat that it
+adds to every component's log-scale there, and sends the offsets at the start of the stream (coded
+with the fixed table ``offset_counts``, a few bits each).  The offsets are integers added to the
+model's integer log-scales, so the arithmetic stays exact; how the encoder chooses them is not part
+of the format (any choice decodes), only their values are.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from nelloc import mixture as mx
+
+OFFSET_MIN, OFFSET_MAX = -8, 7  # 1/16 nat (the log-scale's own unit): scales x0.61 .. x1.55
+SYMBOL_BIAS = -OFFSET_MIN  # offset o is sent as the symbol o + 8 (0..15)
+DEFAULT_BLOCK = 48  # Kodak-8 likelihood with the shipped rgb, measured: no offsets 3.3540, one per
+#   image and channel 3.3322, blocks of 192 / 96 / 48 pixels 3.3207 / 3.3139 / 3.3063 (side
+#   information not counted: ~0.002 bits per sub-pixel at 48)
+SAMPLE_TARGET = 1 << 15  # the encoder estimates each block's best offset from about this many pixels
+#   (Kodak-4, block 48: 2**14 random pixels -0.91%, 2**15 -1.00%, 2**16 -1.05% against no offsets;
+#   the likelihood of only the 3 heaviest components per pixel: -0.5%, the tails matter)
+
+
+def offset_counts() -> np.ndarray:
+    """The fixed coding table of the offsets: a 256-value row of integer counts summing to
+    ``mixture.TOTAL`` (only symbols 0..15 are offsets; the others keep count 0)."""
+    offsets = np.arange(OFFSET_MIN, OFFSET_MAX + 1)
+    counts = np.zeros(mx.NUM_VALUES, np.int64)
+    counts[offsets + SYMBOL_BIAS] = mx.TOTAL // len(offsets)
+    counts[SYMBOL_BIAS] += mx.TOTAL - counts.sum()
+    return counts.astype(np.float64)
+
+
+def worth_it(saving_bits: float, block: int) -> bool:
+    """Whether a plane's estimated saving pays for the block size in its segment header."""
+    return saving_bits > 8 * (1 + (block.bit_length() - 1) // 7)
+
+
+def offset_bits() -> np.ndarray:
+    """Code length in bits of each offset OFFSET_MIN..OFFSET_MAX under ``offset_counts``."""
+    c = offset_counts()[SYMBOL_BIAS + OFFSET_MIN : SYMBOL_BIAS + OFFSET_MAX + 1] + 1.0
+    return -np.log2(c / 2**24)
+
+
+def grid_shape(height: int, width: int, block: int) -> tuple[int, int]:
+    """Blocks down and across (``block`` > 0)."""
+    return -(-height // block), -(-width // block)
+
+
+def num_blocks(height: int, width: int, block: int) -> int:
+    rows, cols = grid_shape(height, width, block)
+    return rows * cols
+
+
+def block_of_pixel(pixel: np.ndarray, width: int, block: int) -> np.ndarray:
+    """Block index (row-major over the block grid) of image pixels given as ``y * width + x``."""
+    y, x = np.divmod(np.asarray(pixel, np.int64), width)
+    return (y // block) * (-(-width // block)) + x // block
+
+
+def shift_log_scales(params: dict[str, np.ndarray], row_offsets: np.ndarray) -> None:
+    """Add each row's offsets (N, C) to its log-scale indices (N, C, K), clamped to the table."""
+    lsi = params["logscale_idx"].astype(np.int64) + row_offsets[:, :, None]
+    params["logscale_idx"] = np.clip(lsi, 0, mx.LOGSCALE_MAX - mx.LOGSCALE_MIN).astype(np.int32)
+
+
+def sample_rows(n: int) -> np.ndarray:
+    """Stream positions the encoder evaluates to choose the offsets: all of a small plane, else a
+    fixed pseudo-random sample (a regular stride aliases with the tiles' step order)."""
+    if n <= SAMPLE_TARGET:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, SAMPLE_TARGET, replace=False))
+
+
+def choose_offsets(
+    params: dict[str, np.ndarray], means: np.ndarray, values: np.ndarray, blocks: np.ndarray, nblocks: int,
+    pixels_per_sample: float = 1.0,
+) -> np.ndarray:
+    """The offsets (nblocks, C) that minimise the estimated code length of the sampled pixels, and
+    the estimated saving in bits of each block (offsets' own cost included) against no offsets.
+
+    ``params``: the sampled pixels' integer outputs (``ExactModel.split``); ``means``: their
+    coupled means (N, C, K); ``values``: their grey levels (N, C); ``blocks``: their block index.
+    The estimate is the float mixture likelihood (``mixture.log_prob``) of the sampled pixels times
+    ``pixels_per_sample``, plus the offsets' own cost.
+    """
+    n, c = values.shape
+    logits = torch.from_numpy(params["logits"].astype(np.float32) * mx.LOGIT_UNIT)[:, None, :].expand(n, c, -1)
+    mean_f = torch.from_numpy(means.astype(np.float32) * mx.MEAN_UNIT)
+    x = torch.from_numpy(values.astype(np.float32))
+    lsi = params["logscale_idx"].astype(np.int64)
+    offsets = np.arange(OFFSET_MIN, OFFSET_MAX + 1)
+    cost = np.empty((len(offsets), nblocks, c))
+    for i, o in enumerate(offsets):
+        shifted = np.clip(lsi + o, 0, mx.LOGSCALE_MAX - mx.LOGSCALE_MIN) + mx.LOGSCALE_MIN
+        log_scales = torch.from_numpy(shifted.astype(np.float32) * mx.LOGSCALE_UNIT)
+        with torch.no_grad():
+            bits = (-mx.log_prob(x, logits, mean_f, log_scales) / math.log(2)).numpy().astype(np.float64)
+        for ch in range(c):
+            cost[i, :, ch] = np.bincount(blocks, weights=bits[:, ch], minlength=nblocks) * pixels_per_sample
+    plain = cost[-OFFSET_MIN].sum(axis=1)  # (nblocks,): no offsets at all
+    cost += offset_bits()[:, None, None] * (np.bincount(blocks, minlength=nblocks) > 0)[None, :, None]
+    best = np.argmin(cost, axis=0)
+    chosen = np.take_along_axis(cost, best[None], axis=0)[0].sum(axis=1)
+    return offsets[best].astype(np.int32), plain - chosen
