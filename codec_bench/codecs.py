@@ -365,15 +365,17 @@ class NellocCodec(Codec):
     neural = True
 
     def __init__(
-        self, model: str | None = None, tile: int | None = None, device: str = "auto", **options: Any
+        self, model: str | None = None, tile: int | None = None, device: str = "auto", adapt: int | None = None,
+        **options: Any
     ) -> None:
         super().__init__(**options)
         self.model = model
         self.tile = None if tile is None else int(tile)
+        self.adapt = None if adapt is None else int(adapt)
         self.device = device
         self.options = {
             k: v
-            for k, v in (("model", model), ("tile", self.tile), ("device", device))
+            for k, v in (("model", model), ("tile", self.tile), ("adapt", self.adapt), ("device", device))
             if v is not None and not (k == "device" and v == "auto")
         }
         self._nelloc: Any = None
@@ -381,7 +383,7 @@ class NellocCodec(Codec):
     @property
     def description(self) -> str:  # type: ignore[override]
         return (
-            f"nelloc.compress(model={self.model!r}, tile={self.tile!r}, device={self.device!r})"
+            f"nelloc.compress(model={self.model!r}, tile={self.tile!r}, adapt_block={self.adapt!r}, device={self.device!r})"
         )
 
     def available(self) -> tuple[bool, str]:
@@ -410,7 +412,7 @@ class NellocCodec(Codec):
 
     def encode(self, array: np.ndarray) -> bytes:
         return bytes(
-            self._nelloc.compress(array, model=self.model, tile=self.tile, device=self.device)
+            self._nelloc.compress(array, model=self.model, tile=self.tile, device=self.device, adapt_block=self.adapt)
         )
 
     def decode(self, data: bytes) -> np.ndarray:

@@ -98,13 +98,17 @@ def choose_offsets(
     lsi = params["logscale_idx"].astype(np.int64)
     offsets = np.arange(OFFSET_MIN, OFFSET_MAX + 1)
     cost = np.empty((len(offsets), nblocks, c))
-    for i, o in enumerate(offsets):
-        shifted = np.clip(lsi + o, 0, mx.LOGSCALE_MAX - mx.LOGSCALE_MIN) + mx.LOGSCALE_MIN
+    group = max(1, min(len(offsets), (1 << 22) // max(1, lsi.size)))  # offsets per torch call (small planes: all)
+    for first in range(0, len(offsets), group):
+        some = offsets[first : first + group]
+        shifted = np.clip(lsi[None] + some[:, None, None, None], 0, mx.LOGSCALE_MAX - mx.LOGSCALE_MIN) + mx.LOGSCALE_MIN
         log_scales = torch.from_numpy(shifted.astype(np.float32) * mx.LOGSCALE_UNIT)
         with torch.no_grad():
-            bits = (-mx.log_prob(x, logits, mean_f, log_scales) / math.log(2)).numpy().astype(np.float64)
-        for ch in range(c):
-            cost[i, :, ch] = np.bincount(blocks, weights=bits[:, ch], minlength=nblocks) * pixels_per_sample
+            bits = -mx.log_prob(x[None].expand(len(some), -1, -1), logits[None], mean_f[None], log_scales) / math.log(2)
+        bits = bits.numpy().astype(np.float64)
+        for j in range(len(some)):
+            for ch in range(c):
+                cost[first + j, :, ch] = np.bincount(blocks, weights=bits[j, :, ch], minlength=nblocks) * pixels_per_sample
     plain = cost[-OFFSET_MIN].sum(axis=1)  # (nblocks,): no offsets at all
     cost += offset_bits()[:, None, None] * (np.bincount(blocks, minlength=nblocks) > 0)[None, :, None]
     best = np.argmin(cost, axis=0)

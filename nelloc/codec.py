@@ -109,7 +109,7 @@ def _all_means(model: ExactModel, params: dict[str, np.ndarray], values: np.ndar
 
 
 def _choose_offsets(model: ExactModel, canvas: torch.Tensor, grid: TileGrid, values: np.ndarray,
-                    planes: int, block: int, parts: int) -> list[np.ndarray | None]:
+                    planes: int, block: int, parts: int, params: dict[str, np.ndarray] | None = None) -> list[np.ndarray | None]:
     """Each plane's log-scale offsets (blocks, C), estimated from a sample of its pixels, or None
     where they would not pay for themselves.
 
@@ -120,9 +120,10 @@ def _choose_offsets(model: ExactModel, canvas: torch.Tensor, grid: TileGrid, val
     size = int(np.prod(grid.canvas_shape[:3]))
     plane = np.repeat(np.arange(planes), len(rows))
     all_cells = (cells[rows][None, :] + size * np.arange(planes)[:, None]).ravel()
-    chunks = [_network(model, canvas, all_cells[a : a + ENCODE_CHUNK], grid, ARITHMETIC, parts)
-              for a in range(0, len(all_cells), ENCODE_CHUNK)]
-    params = {k: np.concatenate([p[k] for p in chunks]) for k in chunks[0]}
+    if params is None or len(rows) != len(cells):  # ``params``: every pixel's outputs, if already computed
+        chunks = [_network(model, canvas, all_cells[a : a + ENCODE_CHUNK], grid, ARITHMETIC, parts)
+                  for a in range(0, len(all_cells), ENCODE_CHUNK)]
+        params = {k: np.concatenate([p[k] for p in chunks]) for k in chunks[0]}
     vals = values.reshape(planes, len(cells), -1)[:, rows].reshape(len(all_cells), -1)
     nblocks = adapt.num_blocks(grid.height, grid.width, block)
     blocks = np.tile(adapt.block_of_pixel(pix[rows], grid.width, block), planes) + plane * nblocks
@@ -220,7 +221,7 @@ def _encode_small(model: ExactModel, planes: list[np.ndarray], tile: int, device
     values = np.concatenate([p.reshape(-1, c)[pix] for p in planes]).astype(np.int32)
     offsets = [None] * len(planes)
     if block:
-        offsets = _choose_offsets(model, canvas, grid, values, len(planes), block, 1)
+        offsets = _choose_offsets(model, canvas, grid, values, len(planes), block, 1, params)
         if any(off is not None for off in offsets):
             nblocks = adapt.num_blocks(h, w, block)
             table = np.stack([np.zeros((nblocks, c), np.int32) if off is None else off for off in offsets])
