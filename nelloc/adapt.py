@@ -25,6 +25,8 @@ DEFAULT_BLOCK = 48  # Kodak-8 likelihood with the shipped rgb, measured: no offs
 #   information not counted: ~0.002 bits per sub-pixel at 48)
 SAMPLE_TARGET = 1 << 15  # the encoder estimates each block's best offset from at most this many pixels
 SMALL_SAMPLE = 256  # ... and at least this many (or all of a smaller plane)
+MARGIN_BITS = 16  # a sampled estimate must beat the header byte by this much (MNIST-500: with no
+#   margin 1.661 against 1.660 bits/sub-pixel without offsets: noisy estimates of tiny savings)
 #   (Kodak-4, block 48: 2**14 random pixels -0.91%, 2**15 -1.00%, 2**16 -1.05% against no offsets;
 #   the likelihood of only the 3 heaviest components per pixel: -0.5%, the tails matter)
 
@@ -41,7 +43,7 @@ def offset_counts() -> np.ndarray:
 
 def worth_it(saving_bits: float, block: int) -> bool:
     """Whether a plane's estimated saving pays for the block size in its segment header."""
-    return saving_bits > 8 * (1 + (block.bit_length() - 1) // 7)
+    return saving_bits > 8 * (1 + (block.bit_length() - 1) // 7) + MARGIN_BITS
 
 
 def offset_bits() -> np.ndarray:
