@@ -112,7 +112,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         return 2
     out = args.out or args.base
     report.write_json(merged, out)
-    print(f"Wrote {out}: rows {', '.join(r['name'] for r in new['results'])} from {args.new}")
+    print(f"Wrote {out}: rows {', '.join(r.get('codec') or r['name'] for r in new['results'])} from {args.new}")
     return 0
 
 

@@ -142,8 +142,13 @@ def header_lines(doc: dict[str, Any]) -> list[str]:
     ]
 
 
+def _row_key(row: dict[str, Any]) -> str:
+    """A row's codec spec (e.g. ``nelloc:adapt=0``): two specs of one codec are two rows."""
+    return row.get("codec") or row["name"]
+
+
 def merge_results(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with the rows of ``new`` (same dataset) replacing those of the same codec name.
+    """``base`` with the rows of ``new`` (same dataset) replacing those of the same codec spec.
 
     Each replaced or added row keeps where it came from (``remeasured``: command, date, machine),
     and the document lists them, so a table never shows a number without its command.
@@ -152,12 +157,12 @@ def merge_results(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"different datasets: {base['dataset']['name']} ({base['dataset'].get('n_images')} images) "
                          f"vs {new['dataset']['name']} ({new['dataset'].get('n_images')} images)")
     provenance = {"command": new["command"], "date": new["date"], "machine": new["machine"]}
-    rows = {r["name"]: r for r in base["results"]}
+    rows = {_row_key(r): r for r in base["results"]}
     for row in new["results"]:
-        rows[row["name"]] = {**row, "remeasured": provenance}
+        rows[_row_key(row)] = {**row, "remeasured": provenance}
     merged = {k: v for k, v in base.items() if k not in ("per_image", "_path")}
     merged["results"] = list(rows.values())
-    replaced = {r["name"] for r in new["results"]}
+    replaced = {_row_key(r) for r in new["results"]}
     earlier = []  # an earlier re-measurement stays listed only for rows it still provides
     for entry in base.get("remeasured", []):
         still = [c for c in entry["codecs"] if c not in replaced]

@@ -244,3 +244,17 @@ def test_merge_replaces_one_codecs_rows_and_keeps_their_command(tmp_path: Path) 
     other = tmp_path / "other"
     assert main(["run", "--dataset", str(folder), "--codecs", "png", "--limit", "1", "--out", str(other), "--repeat", "1", "-q"]) == 0
     assert main(["merge", str(merged_path), str(other / "results.json")]) == 2  # different image count
+
+
+def test_merge_keeps_two_specs_of_one_codec_apart() -> None:
+    from codec_bench.report import merge_results
+
+    def row(spec: str, bpsp: float) -> dict:
+        return {"codec": spec, "name": spec.split(":")[0], "bpsp": bpsp}
+
+    dataset = {"name": "x", "n_images": 2}
+    base = {"dataset": dataset, "results": [row("nelloc", 3.3), row("png", 4.4)]}
+    new = {"dataset": dataset, "results": [row("nelloc", 3.2), row("nelloc:adapt=0", 3.3)],
+           "command": "c", "date": "d", "machine": "m"}
+    merged = merge_results(base, new)
+    assert {r["codec"]: r["bpsp"] for r in merged["results"]} == {"nelloc": 3.2, "png": 4.4, "nelloc:adapt=0": 3.3}
