@@ -25,6 +25,7 @@ DEFAULT_BLOCK = 48  # Kodak-8 likelihood with the shipped rgb, measured: no offs
 #   information not counted: ~0.002 bits per sub-pixel at 48)
 SAMPLE_TARGET = 1 << 15  # the encoder estimates each block's best offset from at most this many pixels
 SMALL_SAMPLE = 256  # ... and at least this many (or all of a smaller plane)
+EVAL_ROWS = 4096  # rows per float likelihood call of the search
 MARGIN_BITS = 16  # a sampled estimate must beat the header byte by this much (MNIST-500: with no
 #   margin 1.661 against 1.660 bits/sub-pixel without offsets: noisy estimates of tiny savings)
 #   (Kodak-4, block 48: 2**14 random pixels -0.91%, 2**15 -1.00%, 2**16 -1.05% against no offsets;
@@ -108,11 +109,14 @@ def choose_offsets(
     def estimate(candidates: list[np.ndarray]) -> list[np.ndarray]:
         """Estimated bits (nblocks, C) with each candidate table of offsets (nblocks, C)."""
         row_offsets = np.stack([cand[blocks] for cand in candidates])  # (G, N, C)
-        shifted = np.clip(lsi[None] + row_offsets[..., None], 0, mx.LOGSCALE_MAX - mx.LOGSCALE_MIN) + mx.LOGSCALE_MIN
-        log_scales = torch.from_numpy(shifted.astype(np.float32) * mx.LOGSCALE_UNIT)
-        with torch.no_grad():
-            bits = -mx.log_prob(x[None].expand(len(candidates), -1, -1), logits[None], mean_f[None], log_scales)
-        bits = bits.numpy().astype(np.float64) / math.log(2)
+        bits = np.empty(row_offsets.shape)
+        for a in range(0, n, EVAL_ROWS):  # bounded temporaries (~10 MB per 4096 rows and candidate)
+            b = min(n, a + EVAL_ROWS)
+            shifted = np.clip(lsi[None, a:b] + row_offsets[:, a:b, :, None], 0, mx.LOGSCALE_MAX - mx.LOGSCALE_MIN)
+            log_scales = torch.from_numpy((shifted + mx.LOGSCALE_MIN).astype(np.float32) * mx.LOGSCALE_UNIT)
+            with torch.no_grad():
+                lp = mx.log_prob(x[None, a:b].expand(len(candidates), -1, -1), logits[None, a:b], mean_f[None, a:b], log_scales)
+            bits[:, a:b] = lp.numpy() / -math.log(2)
         out = []
         for j, cand in enumerate(candidates):
             per_block = np.stack([np.bincount(blocks, weights=bits[j, :, ch], minlength=nblocks) for ch in range(c)], axis=1)
