@@ -104,7 +104,7 @@ def choose_offsets(
     x = torch.from_numpy(values.astype(np.float32))
     lsi = params["logscale_idx"].astype(np.int64)
     used = (np.bincount(blocks, minlength=nblocks) > 0)[:, None]
-    bits_of = dict(zip(range(OFFSET_MIN, OFFSET_MAX + 1), offset_bits()))
+    offset_cost = offset_bits()  # indexed by offset - OFFSET_MIN
 
     def estimate(candidates: list[np.ndarray]) -> list[np.ndarray]:
         """Estimated bits (nblocks, C) with each candidate table of offsets (nblocks, C)."""
@@ -120,12 +120,12 @@ def choose_offsets(
         out = []
         for j, cand in enumerate(candidates):
             per_block = np.stack([np.bincount(blocks, weights=bits[j, :, ch], minlength=nblocks) for ch in range(c)], axis=1)
-            out.append(per_block * pixels_per_sample + np.vectorize(bits_of.get)(cand) * used)
+            out.append(per_block * pixels_per_sample + offset_cost[cand - OFFSET_MIN] * used)
         return out
 
     best = np.zeros((nblocks, c), np.int64)
     (best_cost,) = estimate([best])
-    plain = best_cost.sum(axis=1) - (bits_of[0] * used).sum(axis=1)
+    plain = best_cost.sum(axis=1) - (offset_cost[-OFFSET_MIN] * used).sum(axis=1)
     for step in (4, 2, 1):
         candidates = [np.clip(best + d, OFFSET_MIN, OFFSET_MAX) for d in (-step, step)]
         for cand, cost in zip(candidates, estimate(candidates)):

@@ -120,7 +120,10 @@ def _choose_offsets(model: ExactModel, canvas: torch.Tensor, grid: TileGrid, val
     size = int(np.prod(grid.canvas_shape[:3]))
     plane = np.repeat(np.arange(planes), len(rows))
     all_cells = (cells[rows][None, :] + size * np.arange(planes)[:, None]).ravel()
-    if params is None or len(rows) != len(cells):  # ``params``: every pixel's outputs, if already computed
+    if params is not None:  # every pixel's outputs, already computed (plane after plane): take the sample's
+        picked = (rows[None, :] + len(cells) * np.arange(planes)[:, None]).ravel()
+        params = {k: v[picked] for k, v in params.items()}
+    else:
         chunks = [_network(model, canvas, all_cells[a : a + ENCODE_CHUNK], grid, ARITHMETIC, parts)
                   for a in range(0, len(all_cells), ENCODE_CHUNK)]
         params = {k: np.concatenate([p[k] for p in chunks]) for k in chunks[0]}
