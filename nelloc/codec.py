@@ -1,7 +1,8 @@
 """Planes of pixels <-> range-coded payloads, with the exact model and the wavefront schedule.
 
 Encoding is one batched pass: the network runs over every pixel at once (in chunks), then the
-symbols are coded in the schedule's order.  Decoding advances every tile along the wavefront, one
+symbols are coded in the schedule's order, after the per-block log-scale offsets (``nelloc.adapt``)
+if the encoder finds that they pay.  Decoding advances every tile along the wavefront, one
 batched network call per step, then decodes channel 0, 1, 2 of the step's pixels in turn.
 """
 
