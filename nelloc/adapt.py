@@ -24,12 +24,12 @@ DEFAULT_BLOCK = 48  # Kodak-8 likelihood with the shipped rgb, measured: no offs
 #   image and channel 3.3322, blocks of 192 / 96 / 48 pixels 3.3207 / 3.3139 / 3.3063 (side
 #   information not counted: ~0.002 bits per sub-pixel at 48)
 SAMPLE_TARGET = 1 << 15  # the encoder estimates each block's best offset from at most this many pixels
+#   (Kodak-4, block 48: 2**14 random pixels -0.91%, 2**15 -1.00%, 2**16 -1.05% against no offsets;
+#   the likelihood of only the 3 heaviest components per pixel: -0.5%, the tails matter)
 SMALL_SAMPLE = 256  # ... and at least this many (or all of a smaller plane)
 EVAL_ROWS = 4096  # rows per float likelihood call of the search
 MARGIN_BITS = 16  # a sampled estimate must beat the header byte by this much (MNIST-500: with no
 #   margin 1.661 against 1.660 bits/sub-pixel without offsets: noisy estimates of tiny savings)
-#   (Kodak-4, block 48: 2**14 random pixels -0.91%, 2**15 -1.00%, 2**16 -1.05% against no offsets;
-#   the likelihood of only the 3 heaviest components per pixel: -0.5%, the tails matter)
 
 
 def offset_counts() -> np.ndarray:
@@ -66,7 +66,7 @@ def num_blocks(height: int, width: int, block: int) -> int:
 def block_of_pixel(pixel: np.ndarray, width: int, block: int) -> np.ndarray:
     """Block index (row-major over the block grid) of image pixels given as ``y * width + x``."""
     y, x = np.divmod(np.asarray(pixel, np.int64), width)
-    return (y // block) * (-(-width // block)) + x // block
+    return (y // block) * grid_shape(1, width, block)[1] + x // block
 
 
 def shift_log_scales(params: dict[str, np.ndarray], row_offsets: np.ndarray) -> None:

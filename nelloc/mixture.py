@@ -144,13 +144,26 @@ def fine_sigmoid(sig: np.ndarray) -> np.ndarray:
     return (lo + (((hi - lo) * (q & 15)) >> 4)).astype(np.int32)
 
 
-def _component_cdf_ref(mean: np.ndarray, inv_scale: np.ndarray, fine: np.ndarray) -> np.ndarray:
-    """Integer CDF at the 255 inner bin edges v + 1/2, v = 0..254: (..., 255) int64."""
-    edges = 64 * np.arange(255, dtype=np.int64) + 32
-    t = (edges - mean[..., None].astype(np.int64)) * inv_scale[..., None].astype(np.int64)  # 2**-26
+def _cdf_at(edges: np.ndarray, mean: np.ndarray, inv_scale: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    """Integer CDF of components (mean, inv_scale) at ``edges`` (1/64 grey levels), broadcast."""
+    t = (edges - mean.astype(np.int64)) * inv_scale.astype(np.int64)  # 2**-26
     q = (t >> 16) + FINE_RANGE * FINE_STEPS_PER_UNIT  # index into the fine table, step 1/1024
     val = fine[np.clip(q, 0, fine.size - 1)].astype(np.int64)
     return np.where(q < 0, 0, np.where(q >= fine.size, 2**CDF_BITS, val))
+
+
+def _component_cdf_ref(mean: np.ndarray, inv_scale: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    """Integer CDF at the 255 inner bin edges v + 1/2, v = 0..254: (..., 255) int64."""
+    edges = 64 * np.arange(255, dtype=np.int64) + 32
+    return _cdf_at(edges, mean[..., None], inv_scale[..., None], fine)
+
+
+def _fine_table(tables: dict[str, np.ndarray]) -> np.ndarray:
+    """The fine CDF table of a model's tables (derived once, cached in ``tables``)."""
+    fine = tables.get("fine")
+    if fine is None:
+        fine = tables["fine"] = fine_sigmoid(tables["sigmoid"])
+    return fine
 
 
 def bin_mass(means: np.ndarray, logscale_idx: np.ndarray, values: np.ndarray, tables: dict[str, np.ndarray]) -> np.ndarray:
@@ -158,20 +171,11 @@ def bin_mass(means: np.ndarray, logscale_idx: np.ndarray, values: np.ndarray, ta
 
     ``means``, ``logscale_idx``: (N, K); ``values``: (N,) grey levels.  Returns (N, K) int64: the
     differences of the same integer CDF the counts are built from."""
-    fine = tables.get("fine")
-    if fine is None:
-        fine = tables["fine"] = fine_sigmoid(tables["sigmoid"])
-    inv = tables["inv_scale"][logscale_idx].astype(np.int64)
-    mean = means.astype(np.int64)
+    fine = _fine_table(tables)
+    inv = tables["inv_scale"][logscale_idx]
     v = values.astype(np.int64)[:, None]
-
-    def cdf(edges: np.ndarray) -> np.ndarray:
-        q = (((edges - mean) * inv) >> 16) + FINE_RANGE * FINE_STEPS_PER_UNIT
-        val = fine[np.clip(q, 0, fine.size - 1)].astype(np.int64)
-        return np.where(q < 0, 0, np.where(q >= fine.size, 2**CDF_BITS, val))
-
-    upper = np.where(v >= NUM_VALUES - 1, 2**CDF_BITS, cdf(64 * v + 32))
-    lower = np.where(v <= 0, 0, cdf(64 * v - 32))
+    upper = np.where(v >= NUM_VALUES - 1, 2**CDF_BITS, _cdf_at(64 * v + 32, means, inv, fine))
+    lower = np.where(v <= 0, 0, _cdf_at(64 * v - 32, means, inv, fine))
     return upper - lower
 
 
@@ -265,9 +269,7 @@ def _kernel_args(logits, means, logscale_idx, tables, out) -> tuple:
         out = np.empty((n, NUM_VALUES), dtype=np.float64)
     elif out.dtype != np.float64 or not out.flags.c_contiguous or out.shape[1:] != (NUM_VALUES,) or len(out) < n:
         raise ValueError("out must be a C-contiguous float64 array of at least (N, 256)")
-    fine = tables.get("fine")
-    if fine is None:
-        fine = tables["fine"] = fine_sigmoid(tables["sigmoid"])
+    fine = _fine_table(tables)
     params = (np.ascontiguousarray(a, dtype=np.int32) for a in (logits, means, logscale_idx))
     return (*params, fine, tables["exp"], tables["inv_scale"], out[:n])
 
