@@ -339,23 +339,28 @@ def _lossless_bytes(im, fmt: str, dest: Path) -> bytes:
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads (default: all cores); never changes the output.")
 @click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output (same as -o -).")
+@click.option("-t", "--test", "test_only", is_flag=True,
+              help="Decode and check every file (both CRCs), write nothing; exit 1 if any fails.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def decompress(inputs, output, out_dir, device, max_pixels, threads, to_stdout, force, quiet) -> None:
+def decompress(inputs, output, out_dir, device, max_pixels, threads, to_stdout, test_only, force, quiet) -> None:
     """Decompress .nlc files to images (IMG.nlc -> IMG.png; '-' reads standard input).
 
     Standard output gets PNG, or TIFF for modes PNG cannot hold."""
     output = _stdout_option(output, to_stdout)
+    if test_only and (output or out_dir):
+        raise CliError("--test writes nothing: drop -o / --out-dir / --stdout")
     files = _expand(inputs, {NLC_SUFFIX})
-    dests = _destinations(files, output, out_dir, ".png")
-    _check_stdio(dests)
+    dests = list(files) if test_only else _destinations(files, output, out_dir, ".png")
+    _check_stdio([] if test_only else dests)
     if threads:
         api.set_threads(threads)
     headers: dict[Path, dict | None] = {}
     for i, (src, dest) in enumerate(zip(files, dests)):
         if not output and src.is_file():
             headers[src] = _header(src)
-            dests[i] = dest.with_suffix(_default_suffix(headers[src]))
+            if not test_only:
+                dests[i] = dest.with_suffix(_default_suffix(headers[src]))
 
     def pixels_of(src: Path) -> int:
         meta = headers[src] if src in headers else _header(src)
@@ -371,10 +376,22 @@ def decompress(inputs, output, out_dir, device, max_pixels, threads, to_stdout, 
 
     def work(i: int, src: Path, dest: Path) -> str:
         fmt = None if dest == STDIO else LOSSLESS_OUTPUTS.get(dest.suffix.lower())  # stdout: by mode, below
+        if test_only:
+            im, seconds, note = decode(i, src)
+            return f"{_label(src)}: OK, {im.size[0]}x{im.size[1]} {im.mode} in {seconds:.2f} s{note}"
         if fmt is None and dest != STDIO:
             raise CliError(f"{dest}: unsupported or lossy output format (use one of {', '.join(sorted(LOSSLESS_OUTPUTS))})")
         if dest != STDIO and dest.exists() and not force:
             raise CliError(f"{dest}: already exists (use --force to overwrite)")
+        im, seconds, note = decode(i, src)
+        fmt = fmt or ("PNG" if im.mode in PNG_MODES else "TIFF")
+        blob = _lossless_bytes(im, fmt, dest)
+        _write_atomic(dest, lambda f: f.write(blob), force)
+        return (f"{_label(src)} -> {_label(dest, output=True)}{' (' + fmt + ')' if dest == STDIO else ''}: "
+                f"{im.size[0]}x{im.size[1]} {im.mode} in {seconds:.2f} s{note}")
+
+    def decode(i: int, src: Path) -> tuple:
+        """(image, seconds, note) of file ``i``: the CRCs are checked by ``api``."""
         t0 = time.perf_counter()
         batched = batches.get(i)
         if batched is None:
@@ -388,13 +405,9 @@ def decompress(inputs, output, out_dir, device, max_pixels, threads, to_stdout, 
         else:
             im, seconds, n = batched
             note = f" (batch of {n})"
-        fmt = fmt or ("PNG" if im.mode in PNG_MODES else "TIFF")
-        blob = _lossless_bytes(im, fmt, dest)
-        _write_atomic(dest, lambda f: f.write(blob), force)
-        return (f"{_label(src)} -> {_label(dest, output=True)}{' (' + fmt + ')' if dest == STDIO else ''}: "
-                f"{im.size[0]}x{im.size[1]} {im.mode} in {seconds:.2f} s{note}")
+        return im, seconds, note
 
-    _run_all(files, dests, work, quiet, "decompress")
+    _run_all(files, dests, work, quiet, "test" if test_only else "decompress")
 
 
 @main.command()

@@ -431,6 +431,30 @@ def test_a_folder_of_small_images_is_coded_in_batches_with_errors_per_file(tiny_
         assert np.array_equal(np.asarray(Image.open(out / f"im{k}.png")), arrays[f"im{k}"])
 
 
+def test_test_flag_checks_every_file_and_writes_nothing(tiny_models, rgb_png, tmp_path):
+    from nelloc import container as ct
+
+    good = tmp_path / "good.nlc"
+    assert_ok(run("compress", "-q", rgb_png, "-o", good))
+    c = ct.loads(good.read_bytes())
+    payload = bytearray(c.segments[0].payload)
+    payload[len(payload) // 2] ^= 0x55  # a valid container whose pixels fail the checksum
+    c.segments[0].payload = bytes(payload)
+    bad = tmp_path / "bad.nlc"
+    bad.write_bytes(ct.dumps(c))
+    before = _files(tmp_path)
+    result = run("decompress", "-t", good)
+    assert_ok(result)
+    assert "good.nlc: OK, 10x8 RGB" in result.stderr
+    result = run("decompress", "--test", good, bad)
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("nelloc: error:")]
+    assert len(errors) == 1 and "bad.nlc" in errors[0]
+    assert "good.nlc: OK" in result.stderr
+    assert _files(tmp_path) == before  # no image written, no .part file
+    assert_error(run("decompress", "-t", good, "-o", tmp_path / "x.png"), "--test writes nothing")
+
+
 # -- standard input / output and threads ---------------------------------------------------------
 
 
