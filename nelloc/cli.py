@@ -359,8 +359,7 @@ def decompress(inputs, output, out_dir, device, max_pixels, threads, to_stdout, 
     for i, (src, dest) in enumerate(zip(files, dests)):
         if not output and src.is_file():
             headers[src] = _header(src)
-            if not test_only:
-                dests[i] = dest.with_suffix(_default_suffix(headers[src]))
+            dests[i] = dest.with_suffix(_default_suffix(headers[src]))  # unused by --test
 
     def pixels_of(src: Path) -> int:
         meta = headers[src] if src in headers else _header(src)
@@ -375,10 +374,10 @@ def decompress(inputs, output, out_dir, device, max_pixels, threads, to_stdout, 
     batches = _Batches(files, pixels_of, code_batch)
 
     def work(i: int, src: Path, dest: Path) -> str:
-        fmt = None if dest == STDIO else LOSSLESS_OUTPUTS.get(dest.suffix.lower())  # stdout: by mode, below
         if test_only:
             im, seconds, note = decode(i, src)
             return f"{_label(src)}: OK, {im.size[0]}x{im.size[1]} {im.mode} in {seconds:.2f} s{note}"
+        fmt = None if dest == STDIO else LOSSLESS_OUTPUTS.get(dest.suffix.lower())  # stdout: by mode, below
         if fmt is None and dest != STDIO:
             raise CliError(f"{dest}: unsupported or lossy output format (use one of {', '.join(sorted(LOSSLESS_OUTPUTS))})")
         if dest != STDIO and dest.exists() and not force:

@@ -13,9 +13,9 @@ import argparse
 
 import torch
 
+from learning_curve import snapshot_bits  # this folder is on sys.path when run as a script
 from nelloc import data
-from nelloc.ood import images_bits
-from nelloc.train import _split, load_float_model
+from nelloc.train import _split
 
 p = argparse.ArgumentParser()
 p.add_argument("runs", nargs="+")
@@ -25,11 +25,8 @@ p.add_argument("--threads", type=int, default=1)
 args = p.parse_args()
 torch.set_num_threads(args.threads)
 held_out = _split(data.load_images(args.dataset, channels=args.channels))[1]
-subpixels = sum(im.size for im in held_out)
 print(f"{args.dataset}: {len(held_out)} held-out images")
 for run in args.runs:
-    model = load_float_model(run, "last")
-    quantised = float(images_bits([model], held_out, progress=False)[0].sum()) / subpixels if model.quantize else None
-    model.quantize = False
-    plain = float(images_bits([model], held_out, progress=False)[0].sum()) / subpixels
-    print(f"{run}: float {plain:.4f}" + (f", fake-quantised {quantised:.4f}" if quantised is not None else ""), flush=True)
+    row = snapshot_bits(run, held_out)
+    quantised = f", fake-quantised {row['quantised_bpsp']:.4f}" if "quantised_bpsp" in row else ""
+    print(f"{run}: float {row['float_bpsp']:.4f}{quantised}", flush=True)
