@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import io
+import re
 import lzma
 import struct
 import zlib
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageMode, UnidentifiedImageError
 
 from nelloc import container as ct
 from nelloc import zoo
@@ -66,6 +67,7 @@ def to_image(image: ImageLike) -> Image.Image:
         path = image = Path(image)
     try:
         im = Image.open(image)
+        _refuse_lossy_read(im, path)
         im.load()
     except FileNotFoundError:
         raise UnsupportedImageError(f"{path}: no such file") from None
@@ -76,6 +78,28 @@ def to_image(image: ImageLike) -> Image.Image:
     except (OSError, ValueError, SyntaxError) as exc:
         raise UnsupportedImageError(f"{path}: not an image Pillow can read ({exc})") from None
     return im
+
+
+# Pillow unpacks these 16-bit-per-sample layouts into 8-bit modes, dropping the low byte.  ("RGB;16" and
+# "BGR;16" without an endianness letter are 5-6-5 pixels, which 8 bits per channel hold exactly.)
+_SIXTEEN_BIT_SAMPLES = re.compile(r";16[BLN]$|^(?!RGB;16$|BGR;16$)[A-Z]+;16$")
+
+
+def _refuse_lossy_read(im: Image.Image, path: Path) -> None:
+    """Refuse sources that Pillow would read with less than they hold: frames after the first of an
+    animation or multi-page file, and 16-bit colour samples read as 8-bit."""
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        raise UnsupportedImageError(f"{path}: has {frames} frames (animated or multi-page); NeLLoC codes single images")
+    if ImageMode.getmode(im.mode).typestr != "|u1":
+        return
+    for codec_name, _, _, args, *_ in im.tile:  # (codec, extents, offset, args), a plain tuple in older Pillow
+        rawmode = args[0] if isinstance(args, tuple) else args
+        ppm_maxval = args[1] if codec_name.startswith("ppm") and isinstance(args, tuple) else 255
+        if (isinstance(rawmode, str) and _SIXTEEN_BIT_SAMPLES.search(rawmode)) or ppm_maxval > 255:
+            raise UnsupportedImageError(
+                f"{path}: 16 bits per sample is supported for plain grey only, not colour or alpha "
+                f"(it would be read as 8-bit {im.mode})")
 
 
 def _planes(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
@@ -131,7 +155,9 @@ def _container(im: Image.Image, model, alpha_model, tile: int, jobs: dict) -> ct
         raise UnsupportedImageError("empty image")
     icc = im.info.get("icc_profile") or b""
     c = ct.Container(width, height, im.mode, icc_profile=icc, pixel_crc=zlib.crc32(im.tobytes()))
-    if im.mode not in NEURAL_MODES:
+    # A tRNS colour key (``transparency`` of an L or RGB image) has no place in a neural segment; the PNG
+    # fallback keeps it.
+    if im.mode not in NEURAL_MODES or "transparency" in im.info:
         c.kind = ct.KIND_FALLBACK
         c.segments.append(_fallback_segment(im))
         return c

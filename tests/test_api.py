@@ -243,6 +243,78 @@ def test_truncated_png_raises_unsupported_image_error(tiny_models, tmp_path):
         nelloc.compress(str(p))
 
 
+def _png_16bit(path, samples: np.ndarray, color_type: int) -> None:
+    """A 16-bit-per-sample PNG written by hand (Pillow cannot write 16-bit colour)."""
+    h, w = samples.shape[:2]
+    raw = b"".join(b"\x00" + samples[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("channels, color_type", [(3, 2), (4, 6), (2, 4)], ids=["RGB", "RGBA", "LA"])
+def test_16_bit_colour_or_alpha_png_is_refused_not_truncated_to_8_bits(tiny_models, tmp_path, channels, color_type):
+    p = tmp_path / "deep.png"
+    _png_16bit(p, np.random.default_rng(7).integers(0, 65536, (5, 6, channels)), color_type)
+    with pytest.raises(UnsupportedImageError, match="16 bits per sample"):
+        nelloc.compress(p)
+
+
+def test_16_bit_colour_ppm_is_refused(tiny_models, tmp_path):
+    p = tmp_path / "deep.ppm"
+    p.write_bytes(b"P6 3 2 65535\n" + np.arange(18, dtype=">u2").tobytes() * 1)
+    with pytest.raises(UnsupportedImageError, match="16 bits per sample"):
+        nelloc.compress(p)
+
+
+def test_16_bit_grey_png_round_trips_all_16_bits(tiny_models, tmp_path):
+    p = tmp_path / "grey16.png"
+    samples = np.random.default_rng(8).integers(0, 65536, (5, 6))
+    _png_16bit(p, samples, 0)
+    out = nelloc.decompress(nelloc.compress(p), as_array=True)
+    assert np.array_equal(out.astype(np.int64), samples)
+
+
+def test_16_bit_per_pixel_bmp_is_accepted_because_8_bits_per_channel_hold_it(tiny_models, tmp_path):
+    # BI_RGB, 16 bits per pixel: 5-5-5, which Pillow expands to 8 bits per channel without loss
+    w, h = 4, 2
+    pixels = np.random.default_rng(9).integers(0, 1 << 15, (h, w)).astype("<u2").tobytes()
+    info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 16, 0, len(pixels), 2835, 2835, 0, 0)
+    head = b"BM" + struct.pack("<IHHI", 14 + 40 + len(pixels), 0, 0, 14 + 40)
+    p = tmp_path / "rgb555.bmp"
+    p.write_bytes(head + info + pixels)
+    im = Image.open(p)
+    im.load()
+    assert nelloc.decompress(nelloc.compress(p)).tobytes() == im.tobytes()
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".tif"])
+def test_animated_or_multi_page_files_are_refused_not_cut_to_their_first_frame(tiny_models, tmp_path, suffix):
+    rng = np.random.default_rng(10)
+    frames = [Image.fromarray(rng.integers(0, 256, (6, 5), dtype=np.uint8)) for _ in range(3)]
+    p = tmp_path / f"frames{suffix}"
+    frames[0].save(p, save_all=True, append_images=frames[1:])
+    with pytest.raises(UnsupportedImageError, match="3 frames"):
+        nelloc.compress(p)
+    frames[0].save(tmp_path / f"one{suffix}")
+    assert nelloc.decompress(nelloc.compress(tmp_path / f"one{suffix}")).size == (5, 6)
+
+
+@pytest.mark.parametrize("mode, key", [("RGB", (0, 0, 0)), ("L", 0)])
+def test_png_colour_key_transparency_is_kept(tiny_models, tmp_path, mode, key):
+    im = Image.fromarray(smooth_image(6, 7, 3, seed=11)).convert(mode)
+    p = tmp_path / "keyed.png"
+    im.save(p, transparency=key)
+    data = nelloc.compress(p)
+    assert nelloc.info(data)["kind"] == "fallback"
+    out = nelloc.decompress(data)
+    assert out.mode == mode and out.tobytes() == im.tobytes() and out.info["transparency"] == key
+
+
 def test_missing_file_and_directory_raise_unsupported_image_error(tiny_models, tmp_path):
     with pytest.raises(UnsupportedImageError, match="no such file"):
         nelloc.compress(tmp_path / "missing.png")

@@ -518,3 +518,11 @@ def test_train_calib_quantile_is_zero_or_a_high_quantile(tmp_path):
     res = _runner().invoke(main, ["train", str(tmp_path / "run"), "--calib-quantile", "0.3", "--steps", "1"])
     assert res.exit_code != 0 and "quantile from 0.5 to 1" in res.output + (res.stderr or "")
     assert not (tmp_path / "run").exists()
+
+
+def test_animated_gif_is_a_one_line_error_and_writes_nothing(tmp_path):
+    frames = [Image.fromarray(np.full((4, 4), v, np.uint8)) for v in (0, 128, 255)]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    assert_error(run("compress", gif), "anim.gif", "3 frames")
+    assert _files(tmp_path) == ["anim.gif"]
