@@ -149,12 +149,47 @@ def _fallback_segment(im: Image.Image) -> ct.Segment:
     return ct.Segment(ct.SEG_FALLBACK, len(im.getbands()), method=ct.FALLBACK_RAW_LZMA, payload=payload)
 
 
-def _container(im: Image.Image, model, alpha_model, tile: int, jobs: dict) -> ct.Container:
+XMP_PNG_KEYWORD = "XML:com.adobe.xmp"  # the iTXt chunk that carries XMP in a PNG
+
+
+def _as_bytes(value) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else bytes(value)
+
+
+def metadata_of(im: Image.Image) -> list[tuple[str, bytes]]:
+    """What ``compress`` keeps besides pixels and the ICC profile: EXIF (``info["exif"]``), XMP
+    (``info["xmp"]``) and PNG text chunks (``im.text``, XMP among them), as container entries."""
+    text = getattr(im, "text", None) or {}
+    entries = [(f"text:{key}", _as_bytes(value)) for key, value in text.items()]
+    if im.info.get("exif"):
+        entries.insert(0, ("exif", _as_bytes(im.info["exif"])))
+    if im.info.get("xmp") and XMP_PNG_KEYWORD not in text:
+        entries.append(("xmp", _as_bytes(im.info["xmp"])))
+    return entries
+
+
+def _attach_metadata(im: Image.Image, entries: list[tuple[str, bytes]]) -> None:
+    """Put metadata back where Pillow puts it when it reads a PNG: ``info["exif"]`` and ``info["xmp"]``
+    as bytes, text chunks in ``info`` and in a ``text`` dict (as ``PngImageFile.text``)."""
+    text = {}
+    for key, value in entries:
+        if key.startswith("text:"):
+            text[key[5:]] = im.info[key[5:]] = value.decode("utf-8", errors="replace")
+        elif key in ("exif", "xmp"):
+            im.info[key] = value
+    if XMP_PNG_KEYWORD in text:
+        im.info["xmp"] = text[XMP_PNG_KEYWORD].encode("utf-8")
+    if text:
+        im.text = text
+
+
+def _container(im: Image.Image, model, alpha_model, tile: int, jobs: dict, keep_metadata: bool) -> ct.Container:
     width, height = im.size
     if width < 1 or height < 1:
         raise UnsupportedImageError("empty image")
     icc = im.info.get("icc_profile") or b""
     c = ct.Container(width, height, im.mode, icc_profile=icc, pixel_crc=zlib.crc32(im.tobytes()))
+    c.metadata = metadata_of(im) if keep_metadata else []
     # A tRNS colour key (``transparency`` of an L or RGB image) has no place in a neural segment; the PNG
     # fallback keeps it.
     if im.mode not in NEURAL_MODES or "transparency" in im.info:
@@ -196,16 +231,18 @@ def compress_many(
     tile: int | None = None,
     device: str = "auto",
     adapt_block: int | None = None,
+    keep_metadata: bool = True,
 ) -> list[bytes]:
     """Compress several images; same-size small images share network calls (much faster for
     thumbnails).  Each result is exactly what ``compress`` gives for that image alone.
     ``adapt_block``: side of the squares that get their own log-scale offsets (``nelloc.adapt``;
-    default 48, 0: none)."""
+    default 48, 0: none).  ``keep_metadata=False`` drops EXIF, XMP and PNG text (``metadata_of``);
+    the ICC profile is always kept."""
     tile = _check_tile(tile)
     block = _check_block(adapt_block)
     dev = resolve_device(device)
     jobs: dict[str, list[tuple[np.ndarray, ct.Segment]]] = {}
-    containers = [_container(to_image(image), model, alpha_model, tile, jobs) for image in images]
+    containers = [_container(to_image(image), model, alpha_model, tile, jobs, keep_metadata) for image in images]
     _encode_segments(jobs, tile, dev, block)
     return [ct.dumps(c) for c in containers]
 
@@ -218,10 +255,11 @@ def compress(
     tile: int | None = None,
     device: str = "auto",
     adapt_block: int | None = None,
+    keep_metadata: bool = True,
 ) -> bytes:
     """Compress an image (path, PIL image or uint8 array) to .nlc bytes."""
     return compress_many([image], model=model, alpha_model=alpha_model, tile=tile, device=device,
-                         adapt_block=adapt_block)[0]
+                         adapt_block=adapt_block, keep_metadata=keep_metadata)[0]
 
 
 def _model_for(seg: ct.Segment):
@@ -254,9 +292,8 @@ def _model_name(seg: ct.Segment) -> str | None:
 def _decode_fallback(seg: ct.Segment, c: ct.Container) -> Image.Image:
     try:
         if seg.method == ct.FALLBACK_PNG:
-            im = Image.open(io.BytesIO(seg.payload))
-            im.load()
-            return im
+            with Image.open(io.BytesIO(seg.payload)) as png:
+                return png.copy()  # a plain Image: metadata goes into it as into a neural one
         if seg.method == ct.FALLBACK_RAW_LZMA:
             p = seg.payload
             n = p[0]
@@ -334,6 +371,7 @@ def _finish(c: ct.Container, im: Image.Image, as_array: bool) -> Image.Image | n
         raise BadStreamError("corrupted stream: decoded pixels fail the checksum")
     if c.icc_profile:
         im.info["icc_profile"] = c.icc_profile
+    _attach_metadata(im, c.metadata)
     return np.asarray(im) if as_array else im
 
 
@@ -427,6 +465,7 @@ def info(data: bytes, max_pixels: int = ct.DEFAULT_MAX_PIXELS) -> dict:
         "mode": c.mode,
         "kind": "neural" if c.kind == ct.KIND_NEURAL else "fallback",
         "icc_profile_bytes": len(c.icc_profile),
+        "metadata": [{"key": key, "bytes": len(value)} for key, value in c.metadata],
         "pixel_crc32": f"{c.pixel_crc:08x}",
         "file_bytes": len(data),
         "bits_per_subpixel": 8 * len(data) / subpixels,

@@ -228,10 +228,12 @@ def main() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads (default: all cores); never changes the output.")
+@click.option("--strip", is_flag=True,
+              help="Drop EXIF, XMP and PNG text (kept by default; the ICC profile is always kept).")
 @click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output (same as -o -).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def compress(inputs, output, out_dir, model, tile, adapt_block, device, threads, to_stdout, force, quiet) -> None:
+def compress(inputs, output, out_dir, model, tile, adapt_block, device, threads, strip, to_stdout, force, quiet) -> None:
     """Compress images to .nlc files (IMG.png -> IMG.nlc; '-' reads standard input)."""
     output = _stdout_option(output, to_stdout)
     files = _expand(inputs, IMAGE_SUFFIXES)
@@ -239,6 +241,7 @@ def compress(inputs, output, out_dir, model, tile, adapt_block, device, threads,
     _check_stdio(dests)
     if threads:
         api.set_threads(threads)
+    options = dict(model=model, tile=tile, device=device, adapt_block=adapt_block, keep_metadata=not strip)
 
     def pixels_of(src: Path) -> int:
         from PIL import Image
@@ -255,13 +258,13 @@ def compress(inputs, output, out_dir, model, tile, adapt_block, device, threads,
             except NellocError as exc:
                 out[k] = exc
         try:
-            blobs = api.compress_many(list(images.values()), model=model, tile=tile, device=device, adapt_block=adapt_block)
+            blobs = api.compress_many(list(images.values()), **options)
             for k, data in zip(images, blobs):
                 out[k] = (images[k], data)
         except NellocError:  # find out which file it was: code them one by one
             for k, im in images.items():
                 try:
-                    out[k] = (im, api.compress(im, model=model, tile=tile, device=device, adapt_block=adapt_block))
+                    out[k] = (im, api.compress(im, **options))
                 except NellocError as exc:
                     out[k] = exc
         return out
@@ -275,7 +278,7 @@ def compress(inputs, output, out_dir, model, tile, adapt_block, device, threads,
         batched = batches.get(i)
         if batched is None:
             im = api.to_image(_read(src) if src == STDIO else src)
-            data = api.compress(im, model=model, tile=tile, device=device, adapt_block=adapt_block)
+            data = api.compress(im, **options)
             seconds, note = time.perf_counter() - t0, ""
         else:
             (im, data), seconds, n = batched
@@ -306,6 +309,28 @@ def _default_suffix(header: dict | None) -> str:
     return ".tif" if header is not None and header["mode"] not in PNG_MODES else ".png"
 
 
+def _metadata_options(im, fmt: str) -> dict:
+    """Pillow save options that write the decoded image's EXIF, XMP and PNG text (PNG and WebP;
+    the other output formats get none of it)."""
+    from PIL import PngImagePlugin
+
+    text = getattr(im, "text", None) or {}
+    exif, xmp = im.info.get("exif"), im.info.get("xmp")
+    if fmt == "WEBP":
+        return {k: v for k, v in (("exif", exif), ("xmp", xmp)) if v}
+    if fmt != "PNG" or not (text or exif or xmp):
+        return {}
+    chunks = PngImagePlugin.PngInfo()
+    if xmp and api.XMP_PNG_KEYWORD not in text:
+        text = {**text, api.XMP_PNG_KEYWORD: xmp.decode("utf-8", errors="replace")}
+    for key, value in text.items():
+        if key == api.XMP_PNG_KEYWORD or not value.isascii():
+            chunks.add_itxt(key, value)
+        else:
+            chunks.add_text(key, value, zip=len(value) > 1024)
+    return {"pnginfo": chunks, **({"exif": exif} if exif else {})}
+
+
 def _lossless_bytes(im, fmt: str, dest: Path) -> bytes:
     """Encode ``im`` as ``fmt`` and check that reading it back gives the same mode and pixels."""
     import io
@@ -315,6 +340,7 @@ def _lossless_bytes(im, fmt: str, dest: Path) -> bytes:
     extra = {"lossless": True, "exact": True} if fmt == "WEBP" else {}
     if im.info.get("icc_profile"):
         extra["icc_profile"] = im.info["icc_profile"]
+    extra.update(_metadata_options(im, fmt))
     buf = io.BytesIO()
     try:
         im.save(buf, format=fmt, **extra)
@@ -430,6 +456,8 @@ def info(inputs, as_json) -> None:
         for s in meta["segments"]:
             fields = ", ".join(f"{k}={v}" for k, v in s.items())
             click.echo(f"  segment: {fields}")
+        if meta["metadata"]:
+            click.echo("  metadata: " + ", ".join(f"{m['key']} ({m['bytes']} bytes)" for m in meta["metadata"]))
     if failures:
         sys.exit(1)
 

@@ -18,7 +18,7 @@ MAGIC = b"\x8bNLC"
 VERSION = 4  # what this version writes
 READABLE_VERSIONS = (1, 2, 3, 4)  # 1: float64 network arithmetic; 1, 2: longer segment headers; 4: log-scale
 #                                   offsets (a block size in the neural segment header; docs/format.md)
-FLAG_FALLBACK, FLAG_ICC = 1, 2
+FLAG_FALLBACK, FLAG_ICC, FLAG_METADATA = 1, 2, 4  # FLAG_METADATA: version 4 files from stop 19 on
 KIND_NEURAL, KIND_FALLBACK = 0, 1
 SEG_NEURAL, SEG_CONSTANT, SEG_FALLBACK = 0, 1, 2
 SEG_NEURAL_ADAPTED = 3  # version 4: a neural segment with log-scale offsets (stored as type 3 + block size)
@@ -53,6 +53,8 @@ class Container:
     kind: int = KIND_NEURAL
     pixel_crc: int = 0
     icc_profile: bytes = b""
+    # (key, value): "exif" (Pillow's info["exif"]), "xmp" (the XMP packet), "text:KEYWORD" (a PNG text chunk, UTF-8)
+    metadata: list[tuple[str, bytes]] = field(default_factory=list)
     segments: list[Segment] = field(default_factory=list)
     version: int = VERSION  # as read; ``dumps`` always writes VERSION
 
@@ -77,11 +79,16 @@ def _string(s: bytes) -> bytes:
 
 def dumps(c: Container) -> bytes:
     flags = (FLAG_FALLBACK if c.kind == KIND_FALLBACK else 0) | (FLAG_ICC if c.icc_profile else 0)
+    flags |= FLAG_METADATA if c.metadata else 0
     out = bytearray(MAGIC) + bytes([VERSION, flags]) + _varint(c.width) + _varint(c.height)
     code = MODE_CODES.get(c.mode, 0)
     out += bytes([code]) + (b"" if code else _string(c.mode.encode("ascii")))
     if c.icc_profile:
         out += _varint(len(c.icc_profile)) + c.icc_profile
+    if c.metadata:
+        out += _varint(len(c.metadata))
+        for key, value in c.metadata:
+            out += _string(key.encode("utf-8")) + _varint(len(value)) + value
     out += struct.pack("<IB", c.pixel_crc, len(c.segments))
     for s in c.segments:
         adapted = s.type == SEG_NEURAL and s.block > 0
@@ -158,6 +165,17 @@ def _segment(r: _Reader, version: int) -> tuple[Segment, int | None]:
     return seg, None if version >= 3 else r.varint()
 
 
+def _metadata(r: _Reader) -> list[tuple[str, bytes]]:
+    entries = []
+    for _ in range(r.varint()):
+        try:
+            key = r.string().decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadStreamError("corrupted header: metadata key is not UTF-8") from None
+        entries.append((key, r.take(r.varint())))
+    return entries
+
+
 def loads(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
     data = bytes(data)
     if len(data) < 4 or data[:4] != MAGIC:
@@ -169,7 +187,7 @@ def loads(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
         raise BadStreamError(f"unsupported format version {version} (this nelloc reads versions "
                              f"{', '.join(map(str, READABLE_VERSIONS))})")
     flags = r.byte()
-    if flags & ~(FLAG_FALLBACK | FLAG_ICC):
+    if flags & ~(FLAG_FALLBACK | FLAG_ICC | (FLAG_METADATA if version >= 4 else 0)):
         raise BadStreamError(f"corrupted header: unknown flags {flags:#x}")
     width, height = r.varint(), r.varint()
     if width < 1 or height < 1:
@@ -190,6 +208,7 @@ def loads(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
     else:
         raise BadStreamError(f"corrupted header: unknown mode code {code}")
     icc = r.take(r.varint()) if flags & FLAG_ICC else b""
+    metadata = _metadata(r) if flags & FLAG_METADATA else []
     pixel_crc = struct.unpack("<I", r.take(4))[0]
     segments, lengths = [], []
     for _ in range(r.byte()):
@@ -214,4 +233,4 @@ def loads(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
         s.payload = data[pos : pos + n]
         pos += n
     kind = KIND_FALLBACK if flags & FLAG_FALLBACK else KIND_NEURAL
-    return Container(width, height, mode, kind, pixel_crc, icc, segments, version)
+    return Container(width, height, mode, kind, pixel_crc, icc, metadata, segments, version)

@@ -201,6 +201,60 @@ def test_no_icc_profile_means_none_after_decoding(tiny_models):
     assert not out.info.get("icc_profile")
 
 
+# -- metadata: EXIF, XMP, PNG text ---------------------------------------------------------------
+
+
+def _png_with_metadata(path, mode: str = "RGB") -> Image.Image:
+    from PIL import PngImagePlugin
+
+    im = Image.fromarray(smooth_image(6, 8, 3, seed=12)).convert(mode)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation
+    exif[0x010F] = "Maker"
+    chunks = PngImagePlugin.PngInfo()
+    chunks.add_text("Title", "a title")
+    chunks.add_text("Comment", "long " * 400, zip=True)
+    chunks.add_itxt("Author", "Zoë Ünïcode")
+    chunks.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    im.save(path, exif=exif, pnginfo=chunks)
+    out = Image.open(path)
+    out.load()
+    return out
+
+
+@pytest.mark.parametrize("mode", ["RGB", "P"], ids=["neural", "fallback"])
+def test_exif_xmp_and_png_text_are_kept(tiny_models, tmp_path, mode):
+    src = _png_with_metadata(tmp_path / "meta.png", mode)
+    data = nelloc.compress(tmp_path / "meta.png")
+    assert [m["key"] for m in nelloc.info(data)["metadata"]] == [
+        "exif", "text:Title", "text:Comment", "text:Author", "text:XML:com.adobe.xmp"]
+    out = nelloc.decompress(data)
+    assert out.tobytes() == src.tobytes()
+    assert out.text == src.text
+    for key in ("exif", "xmp", "Title", "Author"):
+        assert out.info[key] == src.info[key]
+    assert out.getexif()[0x0112] == 6
+
+
+def test_decoded_metadata_survives_a_second_round_trip_and_strip_drops_it(tiny_models, tmp_path):
+    _png_with_metadata(tmp_path / "meta.png")
+    once = nelloc.decompress(nelloc.compress(tmp_path / "meta.png"))
+    assert nelloc.compress(once) == nelloc.compress(tmp_path / "meta.png")
+    stripped = nelloc.compress(tmp_path / "meta.png", keep_metadata=False)
+    assert nelloc.info(stripped)["metadata"] == []
+    assert stripped == nelloc.compress(np.asarray(once))
+    bare = nelloc.decompress(stripped)
+    assert "exif" not in bare.info and not getattr(bare, "text", None)
+
+
+def test_xmp_outside_png_text_is_its_own_entry(tiny_models):
+    im = Image.fromarray(smooth_image(4, 5, 3, seed=13))
+    im.info["xmp"] = b"<x:xmpmeta/>"
+    data = nelloc.compress(im)
+    assert nelloc.info(data)["metadata"] == [{"key": "xmp", "bytes": 12}]
+    assert nelloc.decompress(data).info["xmp"] == b"<x:xmpmeta/>"
+
+
 # -- bad inputs ----------------------------------------------------------------------------------
 
 

@@ -526,3 +526,26 @@ def test_animated_gif_is_a_one_line_error_and_writes_nothing(tmp_path):
     frames[0].save(gif, save_all=True, append_images=frames[1:])
     assert_error(run("compress", gif), "anim.gif", "3 frames")
     assert _files(tmp_path) == ["anim.gif"]
+
+
+def test_metadata_is_written_back_to_png_and_webp_and_strip_drops_it(tmp_path):
+    from PIL import PngImagePlugin
+
+    src = tmp_path / "meta.png"
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    chunks = PngImagePlugin.PngInfo()
+    chunks.add_text("Title", "kept")
+    chunks.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta/>")
+    Image.fromarray(smooth_image(5, 6, 3, seed=14)).save(src, exif=exif, pnginfo=chunks)
+    assert_ok(run("compress", src, "-o", tmp_path / "m.nlc", "-q"))
+    info = run("info", tmp_path / "m.nlc")
+    assert "metadata: exif" in info.output and "text:Title (4 bytes)" in info.output
+    for suffix in (".png", ".webp"):
+        assert_ok(run("decompress", tmp_path / "m.nlc", "-o", tmp_path / f"out{suffix}", "-q"))
+        out = Image.open(tmp_path / f"out{suffix}")
+        out.load()
+        assert out.getexif()[0x0112] == 3 and out.info["xmp"] == b"<x:xmpmeta/>"
+    assert Image.open(tmp_path / "out.png").text["Title"] == "kept"
+    assert_ok(run("compress", src, "-o", tmp_path / "s.nlc", "--strip", "-q"))
+    assert "  metadata:" not in run("info", tmp_path / "s.nlc").output

@@ -69,6 +69,28 @@ def test_dumps_loads_round_trips_neural_constant_and_fallback_segments():
     assert ct.loads(ct.dumps(c)) == c
 
 
+def test_metadata_entries_round_trip_after_the_icc_profile():
+    c = _full_container()
+    c.metadata = [("exif", b"Exif\x00\x00MM" + bytes(300)), ("text:Title", "ünï".encode()), ("xmp", b"")]
+    data = ct.dumps(c)
+    assert data[5] == ct.FLAG_ICC | ct.FLAG_METADATA
+    assert ct.loads(data) == c
+    assert len(data) == len(ct.dumps(_full_container())) + 1 + (5 + 2 + 308) + (11 + 1 + 5) + (4 + 1)
+
+
+def test_metadata_flag_is_refused_before_version_4_and_a_cut_entry_is_a_bad_stream():
+    c = ct.Container(2, 2, "L", metadata=[("exif", b"x" * 10)], segments=[ct.Segment(ct.SEG_CONSTANT, 1, value=1)])
+    data = bytearray(ct.dumps(c))
+    v3 = bytearray(data)
+    v3[4] = 3
+    with pytest.raises(BadStreamError, match="unknown flags"):
+        ct.loads(_refix(bytes(v3)))
+    cut = bytearray(data)
+    cut[15] = 200  # the entry's length, past the end of the file
+    with pytest.raises(BadStreamError):
+        ct.loads(_refix(bytes(cut)))
+
+
 @pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "1", "P", "I;16", "CMYK", "YCbCr"])
 @pytest.mark.parametrize("kind", [ct.KIND_NEURAL, ct.KIND_FALLBACK])
 def test_dumps_loads_round_trips_every_mode_and_kind(mode, kind):
@@ -92,7 +114,7 @@ MALFORMED = {
     "trailing byte after constant segments only": (_refix(_CONSTANT_ONLY[:-4] + b"\x00" + _CONSTANT_ONLY[-4:]), "trailing"),
     "a stored payload length beyond the file": (_refix(_TWO_PAYLOADS[:-13] + _TWO_PAYLOADS[-4:]), "truncated"),
     "file crc zeroed": (_GOOD[:-4] + bytes(4), "checksum"),
-    "unknown flag bit": (_refix(_GOOD[:5] + b"\x06" + _GOOD[6:]), "flags"),
+    "unknown flag bit": (_refix(_GOOD[:5] + b"\x0a" + _GOOD[6:]), "flags"),
     "version 0": (_refix(_GOOD[:4] + b"\x00" + _GOOD[5:]), "version 0"),
     "width 0": (_refix(_GOOD[:6] + b"\x00" + _GOOD[8:]), "size"),
     "unknown mode code": (_refix(_GOOD[:11] + b"\x09" + _GOOD[12:]), "mode code"),
