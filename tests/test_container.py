@@ -85,6 +85,8 @@ def test_metadata_flag_is_refused_before_version_4_and_a_cut_entry_is_a_bad_stre
     v3[4] = 3
     with pytest.raises(BadStreamError, match="unknown flags"):
         ct.loads(_refix(bytes(v3)))
+    # layout: magic, version, flags, width, height, mode, then count, key string, value length, value
+    assert bytes(data[4:22]) == b"\x04\x04\x02\x02\x01" + b"\x01" + b"\x04exif" + b"\x0a" + b"x" * 6
     cut = bytearray(data)
     cut[15] = 200  # the entry's length, past the end of the file
     with pytest.raises(BadStreamError):
