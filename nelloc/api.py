@@ -48,9 +48,10 @@ def _array_mode(arr: np.ndarray) -> str:
     return modes[key]
 
 
-def to_image(image: ImageLike) -> Image.Image:
+def to_image(image: ImageLike, max_pixels: int = ct.DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open a path or encoded bytes (PNG, ...), wrap an array, or pass a PIL image through (loaded,
-    with its ICC profile)."""
+    with its ICC profile).  A file is refused before its pixels are read if it has more than
+    ``max_pixels`` (a few bytes of PNG can claim gigapixels)."""
     if isinstance(image, Image.Image):
         image.load()
         return image
@@ -68,6 +69,10 @@ def to_image(image: ImageLike) -> Image.Image:
     try:
         im = Image.open(image)
         _refuse_lossy_read(im, path)
+        if im.size[0] * im.size[1] > max_pixels:
+            width, height = im.size
+            raise UnsupportedImageError(f"{path}: {width}x{height} = {width * height} pixels exceeds the limit of "
+                                        f"{max_pixels} (see --max-pixels)")
         im.load()
     except FileNotFoundError:
         raise UnsupportedImageError(f"{path}: no such file") from None

@@ -197,6 +197,9 @@ class _Group(click.Group):
         except NellocError as exc:
             _fail(str(exc))
             ctx.exit(1)
+        except MemoryError:
+            _fail("out of memory (for very large images, try a smaller --tile, or lower --max-pixels to refuse them)")
+            ctx.exit(1)
         except KeyboardInterrupt:
             _fail("interrupted")
             ctx.exit(130)
@@ -228,12 +231,15 @@ def main() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads (default: all cores); never changes the output.")
+@click.option("--max-pixels", type=click.IntRange(1), default=DEFAULT_MAX_PIXELS, show_default=True,
+              help="Refuse images larger than this (checked before they are decoded).")
 @click.option("--strip", is_flag=True,
               help="Drop EXIF, XMP and PNG text (kept by default; the ICC profile is always kept).")
 @click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output (same as -o -).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def compress(inputs, output, out_dir, model, tile, adapt_block, device, threads, strip, to_stdout, force, quiet) -> None:
+def compress(inputs, output, out_dir, model, tile, adapt_block, device, threads, max_pixels, strip, to_stdout, force,
+             quiet) -> None:
     """Compress images to .nlc files (IMG.png -> IMG.nlc; '-' reads standard input)."""
     output = _stdout_option(output, to_stdout)
     files = _expand(inputs, IMAGE_SUFFIXES)
@@ -254,7 +260,7 @@ def compress(inputs, output, out_dir, model, tile, adapt_block, device, threads,
         images = {}
         for k, src in enumerate(batch):
             try:
-                images[k] = api.to_image(src)
+                images[k] = api.to_image(src, max_pixels=max_pixels)
             except NellocError as exc:
                 out[k] = exc
         try:
@@ -277,7 +283,7 @@ def compress(inputs, output, out_dir, model, tile, adapt_block, device, threads,
         t0 = time.perf_counter()
         batched = batches.get(i)
         if batched is None:
-            im = api.to_image(_read(src) if src == STDIO else src)
+            im = api.to_image(_read(src) if src == STDIO else src, max_pixels=max_pixels)
             data = api.compress(im, **options)
             seconds, note = time.perf_counter() - t0, ""
         else:

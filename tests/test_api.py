@@ -325,6 +325,19 @@ def test_16_bit_colour_ppm_is_refused(tiny_models, tmp_path):
         nelloc.compress(p)
 
 
+def test_a_png_claiming_gigapixels_is_refused_before_its_pixels_are_read(tiny_models, tmp_path):
+    p = tmp_path / "bomb.png"
+    Image.new("RGB", (1, 1)).save(p)
+    header = bytearray(p.read_bytes())
+    header[16:24] = struct.pack(">II", 60000, 60000)  # IHDR width, height (the CRC is not checked first)
+    header[29:33] = struct.pack(">I", zlib.crc32(bytes(header[12:29])))
+    p.write_bytes(bytes(header))
+    with pytest.raises(UnsupportedImageError, match="60000x60000 = 3600000000 pixels exceeds the limit"):
+        nelloc.compress(p)
+    with pytest.raises(UnsupportedImageError, match="exceeds the limit of 20"):
+        nelloc.api.to_image(tmp_path / "bomb.png", max_pixels=20)
+
+
 def test_16_bit_grey_png_round_trips_all_16_bits(tiny_models, tmp_path):
     p = tmp_path / "grey16.png"
     samples = np.random.default_rng(8).integers(0, 65536, (5, 6))

@@ -549,3 +549,16 @@ def test_metadata_is_written_back_to_png_and_webp_and_strip_drops_it(tmp_path):
     assert Image.open(tmp_path / "out.png").text["Title"] == "kept"
     assert_ok(run("compress", src, "-o", tmp_path / "s.nlc", "--strip", "-q"))
     assert "  metadata:" not in run("info", tmp_path / "s.nlc").output
+
+
+def test_compress_max_pixels_refuses_larger_images_and_out_of_memory_is_one_line(rgb_png, tmp_path, monkeypatch):
+    assert_error(run("compress", rgb_png, "--max-pixels", 79), "10x8 = 80 pixels exceeds the limit of 79")
+    assert_ok(run("compress", rgb_png, "--max-pixels", 80, "-q"))
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(nelloc.api, "compress_many", no_memory)
+    monkeypatch.setattr(nelloc.api, "compress", no_memory)
+    assert_error(run("compress", rgb_png, "-o", tmp_path / "x.nlc"), "out of memory")
+    assert not (tmp_path / "x.nlc").exists()
