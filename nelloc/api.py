@@ -10,8 +10,8 @@
 from __future__ import annotations
 
 import io
-import re
 import lzma
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -70,9 +70,7 @@ def to_image(image: ImageLike, max_pixels: int = ct.DEFAULT_MAX_PIXELS) -> Image
         im = Image.open(image)
         _refuse_lossy_read(im, path)
         if im.size[0] * im.size[1] > max_pixels:
-            width, height = im.size
-            raise UnsupportedImageError(f"{path}: {width}x{height} = {width * height} pixels exceeds the limit of "
-                                        f"{max_pixels} (see --max-pixels)")
+            raise UnsupportedImageError(f"{path}: {ct.pixel_limit_message(*im.size, max_pixels)}")
         im.load()
     except FileNotFoundError:
         raise UnsupportedImageError(f"{path}: no such file") from None

@@ -165,6 +165,11 @@ def _segment(r: _Reader, version: int) -> tuple[Segment, int | None]:
     return seg, None if version >= 3 else r.varint()
 
 
+def pixel_limit_message(width: int, height: int, max_pixels: int) -> str:
+    """Why an image is refused, for the encoder and the decoder alike."""
+    return f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} (see --max-pixels)"
+
+
 def _metadata(r: _Reader) -> list[tuple[str, bytes]]:
     entries = []
     for _ in range(r.varint()):
@@ -193,9 +198,7 @@ def loads(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Container:
     if width < 1 or height < 1:
         raise BadStreamError(f"corrupted header: image size {width}x{height}")
     if width * height > max_pixels:
-        raise BadStreamError(
-            f"image of {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} (see --max-pixels)"
-        )
+        raise BadStreamError(f"image of {pixel_limit_message(width, height, max_pixels)}")
     code = r.byte()
     names = {v: k for k, v in MODE_CODES.items()}
     if code == 0:
