@@ -366,16 +366,17 @@ class NellocCodec(Codec):
 
     def __init__(
         self, model: str | None = None, tile: int | None = None, device: str = "auto", adapt: int | None = None,
-        **options: Any
+        bias: int | None = None, **options: Any
     ) -> None:
         super().__init__(**options)
         self.model = model
         self.tile = None if tile is None else int(tile)
         self.adapt = None if adapt is None else int(adapt)
+        self.bias = None if bias is None else int(bias)  # nelloc:bias=0: no per-image output bias
         self.device = device
         self.options = {
             k: v
-            for k, v in (("model", model), ("tile", self.tile), ("adapt", self.adapt), ("device", device))
+            for k, v in (("model", model), ("tile", self.tile), ("adapt", self.adapt), ("bias", self.bias), ("device", device))
             if v is not None and not (k == "device" and v == "auto")
         }
         self._nelloc: Any = None
@@ -383,7 +384,8 @@ class NellocCodec(Codec):
     @property
     def description(self) -> str:  # type: ignore[override]
         return (
-            f"nelloc.compress(model={self.model!r}, tile={self.tile!r}, adapt_block={self.adapt!r}, device={self.device!r})"
+            f"nelloc.compress(model={self.model!r}, tile={self.tile!r}, adapt_block={self.adapt!r}, "
+            f"adapt_bias={self.bias != 0}, device={self.device!r})"
         )
 
     def available(self) -> tuple[bool, str]:
@@ -412,7 +414,8 @@ class NellocCodec(Codec):
 
     def encode(self, array: np.ndarray) -> bytes:
         return bytes(
-            self._nelloc.compress(array, model=self.model, tile=self.tile, device=self.device, adapt_block=self.adapt)
+            self._nelloc.compress(array, model=self.model, tile=self.tile, device=self.device, adapt_block=self.adapt,
+                                  adapt_bias=self.bias != 0)
         )
 
     def decode(self, data: bytes) -> np.ndarray:

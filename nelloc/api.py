@@ -30,7 +30,7 @@ ImageLike = Union[np.ndarray, Image.Image, str, Path, bytes]
 NEURAL_MODES = {"L": (1, False), "LA": (1, True), "RGB": (3, False), "RGBA": (3, True)}
 MAX_TILE = 1 << 16
 MAX_BLOCK = 1 << 16
-ARITHMETIC_OF_VERSION = {1: 1, 2: 2, 3: 2, 4: 2}  # container format version -> network arithmetic (nelloc.exact)
+ARITHMETIC_OF_VERSION = {1: 1, 2: 2, 3: 2, 4: 2, 5: 2}  # container format version -> network arithmetic (nelloc.exact)
 Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit (max_pixels) with a clear message
 
 
@@ -120,18 +120,18 @@ def _neural_segment(plane: np.ndarray, model_name: str, tile: int) -> ct.Segment
     return ct.Segment(ct.SEG_NEURAL, plane.shape[2], model_name, b"", tile, payload=b"")
 
 
-def _encode_segments(jobs: dict[str, list[tuple[np.ndarray, ct.Segment]]], tile: int, dev, block: int) -> None:
+def _encode_segments(jobs: dict[str, list[tuple[np.ndarray, ct.Segment]]], tile: int, dev, block: int,
+                     fit_bias: bool = True) -> None:
     """Fill in the payloads: one batched ``encode_planes`` call per model."""
     for model_name, items in jobs.items():
         model = zoo.load(model_name).to(dev)
         for plane, _ in items:
             if model.cfg.channels != plane.shape[2]:
                 raise ModelError(f"model {model_name!r} codes {model.cfg.channels}-channel planes, not {plane.shape[2]}")
-        coded = encode_segments(model, [plane for plane, _ in items], tile, dev, block)
-        for (_, seg), (payload, used_block) in zip(items, coded):
+        coded = encode_segments(model, [plane for plane, _ in items], tile, dev, block, fit_bias)
+        for (_, seg), plane in zip(items, coded):
             seg.model_id = bytes.fromhex(model.sha256)[: ct.MODEL_ID_BYTES]
-            seg.block = used_block
-            seg.payload = payload
+            seg.block, seg.bias, seg.payload = plane.block, plane.bias, plane.payload
 
 
 def _fallback_segment(im: Image.Image) -> ct.Segment:
@@ -234,19 +234,22 @@ def compress_many(
     tile: int | None = None,
     device: str = "auto",
     adapt_block: int | None = None,
+    adapt_bias: bool = True,
     keep_metadata: bool = True,
 ) -> list[bytes]:
     """Compress several images; same-size small images share network calls (much faster for
     thumbnails).  Each result is exactly what ``compress`` gives for that image alone.
     ``adapt_block``: side of the squares that get their own log-scale offsets (``nelloc.adapt``;
-    default 48, 0: none).  ``keep_metadata=False`` drops EXIF, XMP and PNG text (``metadata_of``);
+    default 48, 0: none).  ``adapt_bias``: fit a per-image bias of the model's last two layers
+    to planes of at least 16,384 pixels and keep it where it pays (``adapt.fit_bias``; costs encode
+    time, not decode time).  ``keep_metadata=False`` drops EXIF, XMP and PNG text (``metadata_of``);
     the ICC profile is always kept."""
     tile = _check_tile(tile)
     block = _check_block(adapt_block)
     dev = resolve_device(device)
     jobs: dict[str, list[tuple[np.ndarray, ct.Segment]]] = {}
     containers = [_container(to_image(image), model, alpha_model, tile, jobs, keep_metadata) for image in images]
-    _encode_segments(jobs, tile, dev, block)
+    _encode_segments(jobs, tile, dev, block, adapt_bias)
     return [ct.dumps(c) for c in containers]
 
 
@@ -258,11 +261,12 @@ def compress(
     tile: int | None = None,
     device: str = "auto",
     adapt_block: int | None = None,
+    adapt_bias: bool = True,
     keep_metadata: bool = True,
 ) -> bytes:
     """Compress an image (path, PIL image or uint8 array) to .nlc bytes."""
     return compress_many([image], model=model, alpha_model=alpha_model, tile=tile, device=device,
-                         adapt_block=adapt_block, keep_metadata=keep_metadata)[0]
+                         adapt_block=adapt_block, adapt_bias=adapt_bias, keep_metadata=keep_metadata)[0]
 
 
 def _model_for(seg: ct.Segment):
@@ -340,8 +344,15 @@ def _decode_planes(work: list[tuple[ct.Container, ct.Segment]], dev, progress) -
         except NellocError as exc:
             results[id(seg)] = exc
             continue
-        by_model.setdefault((model.sha256, c.version), (model, []))[1].append((c, seg))
-    for (_, version), (model, items) in by_model.items():
+        by_model.setdefault((model.sha256, c.version, seg.bias), (model, []))[1].append((c, seg))
+    for (_, version, bias), (model, items) in by_model.items():
+        if bias is not None:
+            try:
+                model = model.with_bias(bias)
+            except ModelError as exc:
+                for _, seg in items:
+                    results[id(seg)] = BadStreamError(f"corrupted header: {exc}")
+                continue
         jobs = [PlaneJob(seg.payload, c.height, c.width, seg.tile, seg.block) for c, seg in items]
         arithmetic = ARITHMETIC_OF_VERSION[version]
         for (_, seg), plane in zip(items, decode_planes(model.to(dev), jobs, dev, progress, arithmetic)):
@@ -477,7 +488,8 @@ def info(data: bytes, max_pixels: int = ct.DEFAULT_MAX_PIXELS) -> dict:
                 "type": {ct.SEG_NEURAL: "neural", ct.SEG_CONSTANT: "constant", ct.SEG_FALLBACK: "fallback"}[s.type],
                 "channels": s.channels,
                 **({"model": _model_name(s), "model_id": s.model_id.hex(), "tile": s.tile,
-                    "adapt_block": s.block} if s.type == ct.SEG_NEURAL else {}),
+                    "adapt_block": s.block, "bias": list(s.bias) if s.bias else None}
+                   if s.type == ct.SEG_NEURAL else {}),
                 **({"value": s.value} if s.type == ct.SEG_CONSTANT else {}),
                 **({"method": "png" if s.method == ct.FALLBACK_PNG else "raw-lzma"} if s.type == ct.SEG_FALLBACK else {}),
                 "payload_bytes": len(s.payload),

@@ -228,6 +228,9 @@ def main() -> None:
 @click.option("--tile", type=click.IntRange(0, 65536), default=None, help="Tile size in pixels (0 = untiled; default 96).")
 @click.option("--adapt-block", type=click.IntRange(0, 65536), default=None,
               help="Side of the squares that get their own log-scale offset per channel (0 = none; default 48).")
+@click.option("--adapt-bias/--no-adapt-bias", default=True, show_default=True,
+              help="Fit a per-image bias of the model's last two layers to planes of 16,384+ pixels "
+                   "(smaller photos; slower encode, same decode).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads (default: all cores); never changes the output.")
@@ -238,8 +241,8 @@ def main() -> None:
 @click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output (same as -o -).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def compress(inputs, output, out_dir, model, tile, adapt_block, device, threads, max_pixels, strip, to_stdout, force,
-             quiet) -> None:
+def compress(inputs, output, out_dir, model, tile, adapt_block, adapt_bias, device, threads, max_pixels, strip, to_stdout,
+             force, quiet) -> None:
     """Compress images to .nlc files (IMG.png -> IMG.nlc; '-' reads standard input)."""
     output = _stdout_option(output, to_stdout)
     files = _expand(inputs, IMAGE_SUFFIXES)
@@ -247,7 +250,8 @@ def compress(inputs, output, out_dir, model, tile, adapt_block, device, threads,
     _check_stdio(dests)
     if threads:
         api.set_threads(threads)
-    options = dict(model=model, tile=tile, device=device, adapt_block=adapt_block, keep_metadata=not strip)
+    options = dict(model=model, tile=tile, device=device, adapt_block=adapt_block, adapt_bias=adapt_bias,
+                   keep_metadata=not strip)
 
     def pixels_of(src: Path) -> int:
         from PIL import Image
@@ -460,7 +464,8 @@ def info(inputs, as_json) -> None:
         click.echo(f"{src}: {meta['width']}x{meta['height']} {meta['mode']}, {meta['file_bytes']} bytes, "
                    f"{meta['bits_per_subpixel']:.4f} bits/sub-pixel, format v{meta['format_version']}, {meta['kind']}")
         for s in meta["segments"]:
-            fields = ", ".join(f"{k}={v}" for k, v in s.items())
+            shown = {**s, "bias": f"{len(s['bias'])} values"} if s.get("bias") else s
+            fields = ", ".join(f"{k}={v}" for k, v in shown.items())
             click.echo(f"  segment: {fields}")
         if meta["metadata"]:
             click.echo("  metadata: " + ", ".join(f"{m['key']} ({m['bytes']} bytes)" for m in meta["metadata"]))

@@ -2,14 +2,15 @@
 
 Encoding is one batched pass: the network runs over every pixel at once (in chunks), then the
 symbols are coded in the schedule's order, after the per-block log-scale offsets (``nelloc.adapt``)
-if the encoder finds that they pay.  Decoding advances every tile along the wavefront, one
+if the encoder finds that they pay.  Before that, a large plane may get its own bias of the model's
+last two layers (``adapt.fit_bias``; the segment header carries it, the decoder applies it).  Decoding advances every tile along the wavefront, one
 batched network call per step, then decodes channel 0, 1, 2 of the step's pixels in turn.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import constriction
@@ -17,7 +18,7 @@ import torch
 
 from nelloc import adapt
 from nelloc import mixture as mx
-from nelloc.errors import BadStreamError
+from nelloc.errors import BadStreamError, ModelError
 from nelloc.exact import ARITHMETIC, ExactModel, channel_logits, coupled_means
 from nelloc.schedule import CENTRE, TileGrid, gather
 
@@ -144,10 +145,11 @@ def _offset_symbols(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _coded_chunks(model: ExactModel, pixels: np.ndarray, tile: int, device: str | torch.device, block: int = 0,
-                  used: list | None = None):
+                  used: list | None = None, fit_bias: bool = False, biases: list | None = None):
     """Yield (symbols, counts) in stream order: the log-scale offsets (if ``block`` and they pay
     for themselves; the block size the stream uses, 0 or ``block``, is appended to ``used``), then
-    the pixels a group of wavefront steps at a time.
+    the pixels a group of wavefront steps at a time.  With ``fit_bias``, the symbols are those of
+    the model with the plane's bias (``_choose_bias``; the bias or None is appended to ``biases``).
 
     The network runs only on the group's pixels, so memory stays bounded for any image size.
     """
@@ -156,6 +158,14 @@ def _coded_chunks(model: ExactModel, pixels: np.ndarray, tile: int, device: str 
         raise ValueError(f"model codes {model.cfg.channels}-channel planes, got {c}")
     parts = _split_parts(resolve_device(device))
     grid = TileGrid(h, w, tile, model.cfg.horizon, c)
+    bias = _choose_bias(model, grid, pixels) if fit_bias else None  # before the canvas: less memory
+    if bias is not None:
+        try:
+            model = model.with_bias(bias)
+        except ModelError:  # beyond the model's exactness budget: code with the model as it is
+            bias = None
+    if biases is not None:
+        biases.append(bias)
     canvas = grid.full_canvas(pixels, resolve_device(device))
     cells, pix, bounds = grid.order
     values = pixels.reshape(-1, c)[pix].astype(np.int32)  # stream order
@@ -178,23 +188,50 @@ def _coded_chunks(model: ExactModel, pixels: np.ndarray, tile: int, device: str 
         yield values[lo:hi][px, ch], _counts_for(model, params, values[lo:hi], px, ch)
 
 
+class CodedPlane(NamedTuple):
+    """One plane's payload and the side information its segment header carries."""
+
+    payload: bytes
+    block: int = 0  # side of the squares with their own log-scale offsets (0: none)
+    bias: tuple[int, ...] | None = None  # per-image bias of the last layers (None: the model as shipped)
+
+
+def _choose_bias(model: ExactModel, grid: TileGrid, pixels: np.ndarray) -> np.ndarray | None:
+    """The plane's bias (``adapt.fit_bias``), or None where it would not pay."""
+    n = grid.height * grid.width
+    if n < adapt.BIAS_MIN_PIXELS:
+        return None
+    # The fit is float arithmetic: on the CPU with one thread, whatever the device and thread count,
+    # so that they never change the file (its inputs, the network's integers, are exact anywhere).
+    cpu = torch.device("cpu")
+    fit_model = model if model.device == cpu else ExactModel(model.tensors, model.cfg, model.name)
+    index = adapt.bias_sample_rows(n)
+    x = grid.neighbourhoods(pixels, index)
+    with _torch_threads(1):
+        bias, saving = adapt.fit_bias(fit_model, x, pixels.reshape(n, -1)[index], n / len(index))
+    return bias if saving > adapt.MARGIN_BITS and bias.any() else None
+
+
 def _encode_threads(pixels: int) -> int:
     """Small images encode faster on one torch thread (no fork/join per tiny matmul)."""
     return 1 if pixels < SMALL_IMAGE else torch.get_num_threads()
 
 
 def encode_plane(model: ExactModel, pixels: np.ndarray, tile: int = DEFAULT_TILE, device: str | torch.device = "cpu") -> bytes:
-    """(H, W, C) uint8 with C == model channels -> payload bytes (no log-scale offsets)."""
-    return _encode_one(model, pixels, tile, device, 0)[0]
+    """(H, W, C) uint8 with C == model channels -> payload bytes (no log-scale offsets, no bias)."""
+    return _encode_one(model, pixels, tile, device, 0).payload
 
 
-def _encode_one(model: ExactModel, pixels: np.ndarray, tile: int, device, block: int) -> tuple[bytes, int]:
+def _encode_one(model: ExactModel, pixels: np.ndarray, tile: int, device, block: int, fit_bias: bool = False) -> CodedPlane:
     encoder = constriction.stream.queue.RangeEncoder()
     used: list[int] = []
+    biases: list[np.ndarray | None] = []
     with _torch_threads(_encode_threads(pixels.shape[0] * pixels.shape[1])):
-        for symbols, counts in _coded_chunks(model, pixels, tile, device, block, used):
+        for symbols, counts in _coded_chunks(model, pixels, tile, device, block, used, fit_bias, biases):
             encoder.encode(symbols, _categorical(), counts)
-    return encoder.get_compressed().astype("<u4").tobytes(), used[0]
+    bias = biases[0]
+    return CodedPlane(encoder.get_compressed().astype("<u4").tobytes(), used[0],
+                      None if bias is None else tuple(int(v) for v in bias))
 
 
 def _small_batches(planes: Sequence[np.ndarray], tile: int) -> dict[tuple, list[list[int]]]:
@@ -211,7 +248,7 @@ def _small_batches(planes: Sequence[np.ndarray], tile: int) -> dict[tuple, list[
     return batches
 
 
-def _encode_small(model: ExactModel, planes: list[np.ndarray], tile: int, device, block: int = 0) -> list[tuple[bytes, int]]:
+def _encode_small(model: ExactModel, planes: list[np.ndarray], tile: int, device, block: int = 0) -> list[CodedPlane]:
     """Same-size small planes in one network call and one CDF call; one stream each."""
     h, w, c = planes[0].shape
     grid = TileGrid(h, w, tile, model.cfg.horizon, c)
@@ -245,7 +282,7 @@ def _encode_small(model: ExactModel, planes: list[np.ndarray], tile: int, device
             off_symbols, off_counts = _offset_symbols(offsets[i])
             encoder.encode(off_symbols, _categorical(), off_counts)
         encoder.encode(symbols[part], _categorical(), counts[part])
-        out.append((encoder.get_compressed().astype("<u4").tobytes(), 0 if offsets[i] is None else block))
+        out.append(CodedPlane(encoder.get_compressed().astype("<u4").tobytes(), 0 if offsets[i] is None else block))
     return out
 
 
@@ -256,20 +293,23 @@ def encode_planes(
 
     Small planes of the same size share network and CDF calls (e.g. a folder of thumbnails).
     """
-    return [payload for payload, _ in encode_segments(model, planes, tile, device, 0)]
+    return [coded.payload for coded in encode_segments(model, planes, tile, device, 0)]
 
 
 def encode_segments(
     model: ExactModel, planes: Sequence[np.ndarray], tile: int = DEFAULT_TILE, device: str | torch.device = "cpu",
     block: int = 0,
-) -> list[tuple[bytes, int]]:
-    """Several (H, W, C) planes -> (payload, block size used) each.  ``block``: side of the squares
-    that get their own log-scale offsets (``nelloc.adapt``); a plane where the encoder estimates
-    they would not pay for themselves is coded without (block size 0), like ``block = 0``.
+    fit_bias: bool = False,
+) -> list[CodedPlane]:
+    """Several (H, W, C) planes -> their payloads and side information.  ``block``: side of the
+    squares that get their own log-scale offsets (``nelloc.adapt``); a plane where the encoder
+    estimates they would not pay for themselves is coded without (block size 0), like ``block = 0``.
+    ``fit_bias``: fit a per-image bias (``adapt.fit_bias``) to every plane of at least
+    ``adapt.BIAS_MIN_PIXELS`` pixels, kept where it pays for its header bytes.
 
     Small planes of the same size share network and CDF calls (e.g. a folder of thumbnails).
     """
-    payloads: list[tuple[bytes, int] | None] = [None] * len(planes)
+    payloads: list[CodedPlane | None] = [None] * len(planes)
     for groups in _small_batches(planes, tile).values():
         for group in groups:
             with _torch_threads(_encode_threads(sum(planes[i].shape[0] * planes[i].shape[1] for i in group))):
@@ -278,16 +318,17 @@ def encode_segments(
                 payloads[i] = data
     for i, p in enumerate(planes):
         if payloads[i] is None:
-            payloads[i] = _encode_one(model, p, tile, device, block)
+            payloads[i] = _encode_one(model, p, tile, device, block, fit_bias)
     return payloads
 
 
 def plane_code_length(model: ExactModel, pixels: np.ndarray, tile: int = DEFAULT_TILE, device: str | torch.device = "cpu",
-                      block: int = 0) -> float:
+                      block: int = 0, fit_bias: bool = False) -> float:
     """Exact ideal code length in bits of a plane (what the coder achieves, to within ~32 bits),
-    the log-scale offsets included."""
+    the log-scale offsets included (the bias's header bytes are not)."""
     with _torch_threads(_encode_threads(pixels.shape[0] * pixels.shape[1])):
-        return sum(mx.code_length_bits(c, s) for s, c in _coded_chunks(model, pixels, tile, device, block))
+        chunks = _coded_chunks(model, pixels, tile, device, block, fit_bias=fit_bias)
+        return sum(mx.code_length_bits(c, s) for s, c in chunks)
 
 
 SMALL_STEP = 96  # below this many pixels per step on average, decode with one torch thread (as fast

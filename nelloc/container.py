@@ -15,13 +15,16 @@ from dataclasses import dataclass, field
 from nelloc.errors import BadStreamError
 
 MAGIC = b"\x8bNLC"
-VERSION = 4  # what this version writes
-READABLE_VERSIONS = (1, 2, 3, 4)  # 1: float64 network arithmetic; 1, 2: longer segment headers; 4: log-scale
-#                                   offsets (a block size in the neural segment header; docs/format.md)
+VERSION = 4  # what this version writes, unless a segment needs a later one (BIAS_VERSION)
+BIAS_VERSION = 5  # the first version with per-image biases (segment type 4)
+READABLE_VERSIONS = (1, 2, 3, 4, 5)  # 1: float64 network arithmetic; 1, 2: longer segment headers; 4: log-scale
+#                                   offsets (a block size in the neural segment header); 5: per-image biases
 FLAG_FALLBACK, FLAG_ICC, FLAG_METADATA = 1, 2, 4  # FLAG_METADATA: version 4 files from stop 19 on
 KIND_NEURAL, KIND_FALLBACK = 0, 1
 SEG_NEURAL, SEG_CONSTANT, SEG_FALLBACK = 0, 1, 2
 SEG_NEURAL_ADAPTED = 3  # version 4: a neural segment with log-scale offsets (stored as type 3 + block size)
+SEG_NEURAL_BIASED = 4  # version 5: a neural segment with a per-image bias (type 4, block size, bias values)
+MAX_BIAS_VALUES = 4096  # the encoder sends 228 (RGB) or 158 (grey): the constants of the last two layers
 FALLBACK_PNG, FALLBACK_RAW_LZMA = 0, 1
 MODE_CODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
 MODEL_ID_BYTES = 4  # first bytes of the model's SHA-256 (versions 1 and 2: 8, after the model's name)
@@ -40,6 +43,7 @@ class Segment:
     model_id: bytes = b""
     tile: int = 0
     block: int = 0  # neural segments, version 4: side of the squares with their own log-scale offsets (0: none)
+    bias: tuple[int, ...] | None = None  # neural segments, version 5: per-image bias of the model's last layers
     value: int = 0  # constant segments
     method: int = 0  # fallback segments
     payload: bytes = b""
@@ -71,6 +75,16 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+def _signed(n: int) -> bytes:
+    """Zigzag (0, -1, 1, -2, ... -> 0, 1, 2, 3, ...) then LEB128."""
+    return _varint(2 * n if n >= 0 else -2 * n - 1)
+
+
+def write_version(c: Container) -> int:
+    """The version ``dumps`` writes: the earliest that holds every segment."""
+    return BIAS_VERSION if any(s.bias is not None for s in c.segments) else VERSION
+
+
 def _string(s: bytes) -> bytes:
     if len(s) > 255:
         raise ValueError("string field longer than 255 bytes")
@@ -80,7 +94,7 @@ def _string(s: bytes) -> bytes:
 def dumps(c: Container) -> bytes:
     flags = (FLAG_FALLBACK if c.kind == KIND_FALLBACK else 0) | (FLAG_ICC if c.icc_profile else 0)
     flags |= FLAG_METADATA if c.metadata else 0
-    out = bytearray(MAGIC) + bytes([VERSION, flags]) + _varint(c.width) + _varint(c.height)
+    out = bytearray(MAGIC) + bytes([write_version(c), flags]) + _varint(c.width) + _varint(c.height)
     code = MODE_CODES.get(c.mode, 0)
     out += bytes([code]) + (b"" if code else _string(c.mode.encode("ascii")))
     if c.icc_profile:
@@ -91,12 +105,17 @@ def dumps(c: Container) -> bytes:
             out += _string(key.encode("utf-8")) + _varint(len(value)) + value
     out += struct.pack("<IB", c.pixel_crc, len(c.segments))
     for s in c.segments:
-        adapted = s.type == SEG_NEURAL and s.block > 0
-        out += bytes([SEG_NEURAL_ADAPTED if adapted else s.type, s.channels])
+        biased = s.type == SEG_NEURAL and s.bias is not None
+        adapted = s.type == SEG_NEURAL and s.block > 0 and not biased
+        out += bytes([SEG_NEURAL_BIASED if biased else SEG_NEURAL_ADAPTED if adapted else s.type, s.channels])
         if s.type == SEG_NEURAL:
             if len(s.model_id) != MODEL_ID_BYTES:
                 raise ValueError(f"model id must be {MODEL_ID_BYTES} bytes")
-            out += s.model_id + _varint(s.tile) + (_varint(s.block) if adapted else b"")
+            out += s.model_id + _varint(s.tile) + (_varint(s.block) if adapted or biased else b"")
+            if biased:
+                if not 1 <= len(s.bias) <= MAX_BIAS_VALUES:
+                    raise ValueError(f"a bias has 1 to {MAX_BIAS_VALUES} values")
+                out += _varint(len(s.bias)) + b"".join(_signed(int(v)) for v in s.bias)
         elif s.type == SEG_CONSTANT:
             if s.payload:
                 raise ValueError("a constant segment has no payload")
@@ -136,13 +155,18 @@ class _Reader:
     def string(self) -> bytes:
         return self.take(self.byte())
 
+    def signed(self) -> int:
+        z = self.varint()
+        return -(z + 1) // 2 if z & 1 else z // 2
+
 
 def _segment(r: _Reader, version: int) -> tuple[Segment, int | None]:
     """A segment header, and its payload length as versions 1 and 2 store it there (None in version 3,
     where the lengths follow all the headers; 0 for a constant segment)."""
     seg = Segment(r.byte(), r.byte())
     adapted = seg.type == SEG_NEURAL_ADAPTED and version >= 4
-    if adapted:
+    biased = seg.type == SEG_NEURAL_BIASED and version >= BIAS_VERSION
+    if adapted or biased:
         seg.type = SEG_NEURAL
     if seg.type == SEG_CONSTANT:
         seg.value = r.byte()
@@ -158,6 +182,12 @@ def _segment(r: _Reader, version: int) -> tuple[Segment, int | None]:
             seg.block = r.varint()
             if seg.block == 0:
                 raise BadStreamError("corrupted header: adaptation block size 0")
+        if biased:
+            seg.block = r.varint()
+            count = r.varint()
+            if not 1 <= count <= MAX_BIAS_VALUES:
+                raise BadStreamError(f"corrupted header: bias of {count} values")
+            seg.bias = tuple(r.signed() for _ in range(count))
     elif seg.type == SEG_FALLBACK:
         seg.method = r.byte()
     else:

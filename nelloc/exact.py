@@ -23,6 +23,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ MUL_BITS = 24  # significant bits of each dyadic multiplier (acc * mul stays bel
 ARITHMETIC = 2  # what new streams use (see the module docstring); 1 is kept for old streams
 ARITHMETICS = (1, 2)
 MIN_NORMAL = 2.0**-100  # constants are 0 or above this, so no float32 product is subnormal
+MAX_BIAS = 1 << 14  # |per-image bias value| (format section 5c); the mean grid spans 24,576 units
 
 
 @dataclass
@@ -343,6 +345,75 @@ class ExactModel:
         if self.cfg.skip:
             return apply("out", apply("head", h), act=False, skip_of=x)
         return apply("out", apply("head", h), act=False)
+
+    # -- per-image biases (docs/format.md section 5c) -------------------------------------------
+    def bias_layer_sizes(self) -> list[tuple[str, int]]:
+        """(layer, outputs) of the layers a per-image bias can change, in network order."""
+        return [(name, self.tensors[f"{name}.add"].shape[0]) for name in self._layer_names()]
+
+    def bias_split(self, count: int) -> list[tuple[str, int]]:
+        """The layers that ``count`` bias values cover: the last layers of the network, whole
+        (the last ``out`` outputs, then ``head`` before them, and so on); ``ModelError`` if
+        ``count`` does not end at a layer boundary."""
+        covered, total = [], 0
+        for name, size in reversed(self.bias_layer_sizes()):
+            if total == count:
+                break
+            covered.append((name, size))
+            total += size
+        if total != count or count == 0:
+            ends = list(np.cumsum([n for _, n in reversed(self.bias_layer_sizes())]))
+            raise ModelError(f"a bias of {count} values does not cover whole layers of this model "
+                             f"(it takes {', '.join(map(str, ends[:4]))}, ... values)")
+        return covered[::-1]
+
+    def with_bias(self, bias: Sequence[int]) -> "ExactModel":
+        """This model with integer ``bias`` values added to the constant terms of its last layers
+        (``bias_split``; each value in its layer's own output units): the per-image bias of
+        docs/format.md section 5c.  Every changed constant is ``float32(add + bias)``, the same on
+        every machine; ``ModelError`` if the result would leave the exactness budget."""
+        bias = np.asarray(bias, dtype=np.int64).ravel()
+        if np.abs(bias).max(initial=0) > MAX_BIAS:
+            raise ModelError(f"bias value beyond +-{MAX_BIAS}")
+        tensors, start = dict(self.tensors), 0
+        for name, size in self.bias_split(len(bias)):
+            tensors[f"{name}.add"] = self.tensors[f"{name}.add"] + bias[start : start + size].astype(np.float64)
+            start += size
+        return ExactModel(tensors, self.cfg, self.name).to(self.device)
+
+    @torch.no_grad()
+    def tail_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, fan_in) neighbourhoods -> the integer activations entering ``head`` (N, width) and
+        the skip term of ``out`` (``f32(acc_s * S)``, or None): what ``tail`` needs."""
+        h = self._apply32("first", x)
+        for b, (r0, r1) in enumerate(self._residual32):
+            t = h
+            for i in range(3):
+                t = self._apply32(f"block{b}.conv{i}", t)
+            h = (_residual32_fused if self._fused else _residual32)(h, t, r0, r1, self.cfg.act_qmax)
+        skip = None
+        if self.cfg.skip:
+            ws, ms = self._skip
+            skip = torch.matmul(x, ws).mul_(ms)
+        return h, skip
+
+    def tail(self, h: torch.Tensor, skip: torch.Tensor | None, head_bias: torch.Tensor | float = 0.0,
+             out_bias: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """``head`` and ``out`` on ``tail_inputs``, differentiable in the biases (floors are
+        straight-through): the last layer's values before its floor and clamp.  For the encoder's
+        choice of a bias only; ``floor`` and ``clamp`` of it with zero biases is ``forward``."""
+        w, mul, add, _, _ = self._layers32["head"]
+        pre = torch.matmul(h, w) * mul + add + head_bias
+        a = torch.clamp(pre + (torch.floor(pre) - pre).detach(), 0, self.cfg.act_qmax)
+        w, mul, add, _, _ = self._layers32["out"]
+        y = torch.matmul(a, w) * mul
+        if skip is not None:
+            y = y + skip
+        return y + add + out_bias
+
+    def output_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The clamp bounds of the last layer's integer outputs: (lo, hi), each (out_channels,)."""
+        return self.tensors["out.lo"], self.tensors["out.hi"]
 
     def split(self, out: np.ndarray) -> dict[str, np.ndarray]:
         """(N, out_channels) -> int32 logits (N, K), means / logscale_idx (N, C, K), coeffs (N, 3, K)."""

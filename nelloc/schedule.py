@@ -108,6 +108,22 @@ class TileGrid:
         return canvas.to(device)
 
 
+    def neighbourhoods(self, pixels: np.ndarray, index: np.ndarray) -> torch.Tensor:
+        """``gather`` of the image pixels ``index`` (``y * width + x``) straight from ``pixels``
+        (H, W, C), without a canvas: the same (N, 24 * (channels + 1)) float32 values."""
+        y, x = np.divmod(np.asarray(index, np.int64), self.width)
+        top, left = y // self.th * self.th, x // self.tw * self.tw
+        right = np.minimum(left + self.tw, self.width)
+        columns = []
+        for dy, dx in causal_offsets(self.horizon):
+            ny, nx = y + dy, x + dx
+            inside = (ny >= top) & (nx >= left) & (nx < right)  # dy <= 0: never below the image
+            values = pixels[np.maximum(ny, 0), np.clip(nx, 0, self.width - 1)].reshape(len(y), -1)
+            values = np.where(inside[:, None], values.astype(np.float32) - CENTRE, 0.0)
+            columns += [values, np.where(inside, VALID, 0.0)[:, None]]
+        return torch.from_numpy(np.concatenate(columns, axis=1).astype(np.float32))
+
+
 def gather(canvas: torch.Tensor, cells: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """(N, 24 * (channels + 1)) float32 neighbourhoods of the canvas cells ``cells``."""
     flat = canvas.view(-1, canvas.shape[-1])

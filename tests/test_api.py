@@ -80,6 +80,32 @@ def test_default_tile_round_trips_an_image_larger_than_one_tile(tiny_models):
     assert np.array_equal(nelloc.decompress(nelloc.compress(arr), as_array=True), arr)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "LA"])
+def test_bias_is_used_on_large_planes_and_round_trips(tiny_models, mode):
+    arr = smooth_image(130, 128, CHANNELS[mode], seed=31)
+    if mode == "LA":
+        arr[..., 1] = np.clip(np.arange(128)[None, :] * 2 + np.arange(130)[:, None], 0, 255)
+    biased, plain = nelloc.compress(arr), nelloc.compress(arr, adapt_bias=False)
+    assert (biased[4], plain[4]) == (5, 4) and len(biased) < len(plain)
+    segments = nelloc.info(biased)["segments"]
+    assert all(s["bias"] is not None for s in segments)
+    assert all(s["bias"] is None for s in nelloc.info(plain)["segments"])
+    for data in (biased, plain):
+        assert np.array_equal(nelloc.decompress(data, as_array=True), arr)
+
+
+def test_bias_beyond_the_limit_or_not_whole_layers_is_a_bad_stream(tiny_models):
+    arr = smooth_image(130, 128, 3, seed=32)
+    c = ct.loads(nelloc.compress(arr))
+    fitted = c.segments[0].bias
+    c.segments[0].bias = (exact.MAX_BIAS + 1,) + fitted[1:]
+    with pytest.raises(BadStreamError, match="bias value beyond"):
+        nelloc.decompress(ct.dumps(c))
+    c.segments[0].bias = fitted[:-1]
+    with pytest.raises(BadStreamError, match="does not cover whole layers"):
+        nelloc.decompress(ct.dumps(c))
+
+
 # -- alpha ---------------------------------------------------------------------------------------
 
 

@@ -514,6 +514,17 @@ def test_threads_option_gives_the_same_stream(tiny_models, rgb_png):
     assert one.stdout_bytes == two.stdout_bytes
 
 
+def test_threads_option_gives_the_same_stream_with_a_fitted_bias(tiny_models, tmp_path):
+    src = tmp_path / "big.png"
+    Image.fromarray(smooth_image(130, 128, 3, seed=16)).save(src)
+    one = run("compress", src, "-c", "-q", "--threads", "1")
+    two = run("compress", src, "-c", "-q", "--threads", "2")
+    nelloc.set_threads(None)
+    assert_ok(one)
+    assert_ok(two)
+    assert one.stdout_bytes[4] == 5 and one.stdout_bytes == two.stdout_bytes
+
+
 def test_train_calib_quantile_is_zero_or_a_high_quantile(tmp_path):
     res = _runner().invoke(main, ["train", str(tmp_path / "run"), "--calib-quantile", "0.3", "--steps", "1"])
     assert res.exit_code != 0 and "quantile from 0.5 to 1" in res.output + (res.stderr or "")
@@ -549,6 +560,19 @@ def test_metadata_is_written_back_to_png_and_webp_and_strip_drops_it(tmp_path):
     assert Image.open(tmp_path / "out.png").text["Title"] == "kept"
     assert_ok(run("compress", src, "-o", tmp_path / "s.nlc", "--strip", "-q"))
     assert "  metadata:" not in run("info", tmp_path / "s.nlc").output
+
+
+def test_no_adapt_bias_flag_and_info_shows_the_bias(tiny_models, tmp_path):
+    src = tmp_path / "big.png"
+    Image.fromarray(smooth_image(130, 128, 3, seed=15)).save(src)
+    assert_ok(run("compress", src, "-o", tmp_path / "b.nlc", "-q"))
+    assert_ok(run("compress", src, "-o", tmp_path / "p.nlc", "--no-adapt-bias", "-q"))
+    biased, plain = run("info", tmp_path / "b.nlc").output, run("info", tmp_path / "p.nlc").output
+    assert "format v5" in biased and "bias=" in biased and " values" in biased
+    assert "format v4" in plain and "bias=None" in plain
+    for name in ("b", "p"):
+        assert_ok(run("decompress", tmp_path / f"{name}.nlc", "-o", tmp_path / f"{name}.png", "-q"))
+        assert np.array_equal(np.asarray(Image.open(tmp_path / f"{name}.png")), np.asarray(Image.open(src)))
 
 
 def test_compress_max_pixels_refuses_larger_images_and_out_of_memory_is_one_line(rgb_png, tmp_path, monkeypatch):

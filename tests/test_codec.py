@@ -128,13 +128,13 @@ def test_decode_with_the_network_call_shared_between_threads(tiny_rgb, split, mo
 @pytest.mark.parametrize("shape, tile, block", [((37, 53, 3), 16, 8), ((20, 20, 3), 0, 48), ((29, 31, 3), 8, 6)])
 def test_log_scale_offsets_round_trip_alone_and_batched(tiny_rgb, shape, tile, block):
     img = smooth_image(*shape, seed=11)
-    (payload, used), = codec.encode_segments(tiny_rgb, [img], tile, block=block)
+    (payload, used, _), = codec.encode_segments(tiny_rgb, [img], tile, block=block)
     assert used == block  # the tiny model is far from calibrated: offsets always pay here
     assert payload != codec.encode_plane(tiny_rgb, img, tile)
     other = img[::-1].copy()
     batched = codec.encode_segments(tiny_rgb, [img, other], tile, block=block)
-    assert batched[0] == (payload, used)
-    jobs = [codec.PlaneJob(p, shape[0], shape[1], tile, b) for p, b in batched]
+    assert batched[0] == (payload, used, None)
+    jobs = [codec.PlaneJob(p, shape[0], shape[1], tile, b) for p, b, _ in batched]
     jobs.append(codec.PlaneJob(codec.encode_plane(tiny_rgb, img, tile), shape[0], shape[1], tile, 0))
     out = codec.decode_planes(tiny_rgb, jobs)
     assert np.array_equal(out[0], img) and np.array_equal(out[1], other) and np.array_equal(out[2], img)
@@ -145,7 +145,7 @@ def test_offsets_are_skipped_where_they_do_not_pay(tiny_rgb, monkeypatch):
 
     monkeypatch.setattr(adapt, "worth_it", lambda saving, block: False)
     img = smooth_image(16, 16, 3, seed=12)
-    assert codec.encode_segments(tiny_rgb, [img], 8, block=8) == [(codec.encode_plane(tiny_rgb, img, 8), 0)]
+    assert codec.encode_segments(tiny_rgb, [img], 8, block=8) == [(codec.encode_plane(tiny_rgb, img, 8), 0, None)]
 
 
 def test_offset_symbols_outside_the_range_are_a_bad_stream(tiny_rgb):
@@ -157,3 +157,50 @@ def test_offset_symbols_outside_the_range_are_a_bad_stream(tiny_rgb):
     payload = enc.get_compressed().astype("<u4").tobytes()
     (result,) = codec.decode_planes(tiny_rgb, [codec.PlaneJob(payload, 4, 4, 0, 48)])
     assert isinstance(result, BadStreamError) and "offset out of range" in str(result)
+
+
+# -- per-image bias (nelloc.adapt.fit_bias, format section 5c) ---------------------------------------
+
+
+def test_bias_is_fitted_for_large_planes_and_decodes_only_with_it(tiny_rgb):
+    from nelloc import adapt
+
+    img = smooth_image(130, 128, 3, seed=21)  # 16,640 pixels: just above adapt.BIAS_MIN_PIXELS
+    plain, fitted = codec.encode_segments(tiny_rgb, [img], 32, block=0, fit_bias=False)[0], \
+        codec.encode_segments(tiny_rgb, [img], 32, block=0, fit_bias=True)[0]
+    assert plain.bias is None and fitted.bias is not None and len(fitted.bias) == tiny_rgb.cfg.width + tiny_rgb.cfg.out_channels
+    saved = 8 * (len(plain.payload) - len(fitted.payload))
+    assert saved > adapt.bias_header_bits(np.array(fitted.bias))  # the tiny model is far off: it pays
+    job = codec.PlaneJob(fitted.payload, 130, 128, 32, fitted.block)
+    (out,) = codec.decode_planes(tiny_rgb.with_bias(fitted.bias), [job])
+    assert np.array_equal(out, img)
+    (wrong,) = codec.decode_planes(tiny_rgb, [job])  # without the bias: another distribution
+    assert isinstance(wrong, Exception) or not np.array_equal(wrong, img)
+
+
+def test_bias_is_not_fitted_for_small_planes_or_when_it_does_not_pay(tiny_rgb, monkeypatch):
+    from nelloc import adapt
+
+    small = smooth_image(100, 100, 3, seed=22)  # 10,000 pixels
+    assert codec.encode_segments(tiny_rgb, [small], 32, fit_bias=True)[0].bias is None
+    monkeypatch.setattr(adapt, "fit_bias", lambda *a, **k: (np.ones(tiny_rgb.cfg.out_channels, np.int64), 10.0))
+    big = smooth_image(130, 128, 3, seed=23)
+    assert codec.encode_segments(tiny_rgb, [big], 32, fit_bias=True)[0].bias is None
+
+
+def test_bias_with_offsets_round_trips_in_a_batch_of_planes(tiny_gray):
+    imgs = [smooth_image(129, 130, 1, seed=s) for s in (24, 25)] + [smooth_image(12, 9, 1, seed=26)]
+    coded = codec.encode_segments(tiny_gray, imgs, 16, block=40, fit_bias=True)
+    assert [c.bias is not None for c in coded] == [True, True, False]
+    for img, c in zip(imgs, coded):
+        model = tiny_gray if c.bias is None else tiny_gray.with_bias(c.bias)
+        (out,) = codec.decode_planes(model, [codec.PlaneJob(c.payload, img.shape[0], img.shape[1], 16, c.block)])
+        assert np.array_equal(out, img)
+
+
+def test_bias_header_bits_count_zigzag_varint_bytes():
+    from nelloc import adapt
+
+    assert adapt.bias_header_bits(np.array([0, 1, -1, 63, -64])) == 8 * 5
+    assert adapt.bias_header_bits(np.array([64, -65, 8191])) == 8 * 6
+    assert adapt.bias_header_bits(np.array([8192])) == 8 * 3

@@ -30,9 +30,14 @@ GOLDEN = {
     "golden_la": 0,  # 13x11 LA with a varying alpha: two neural segments (gray model), untiled
     "golden_rgb_skip": 8,  # golden_rgb.png with the tiny model that has the linear skip layer
     "golden_rgb_adapt": 8,  # golden_rgb.png with log-scale offsets on 5x5 blocks (version 4)
+    "golden_rgb_bias": 8,  # ... and a fixed output bias (version 5, segment type 4)
 }
-GOLDEN_SOURCE = {"golden_rgb_skip": ("golden_rgb", "rgb-skip"), "golden_rgb_adapt": ("golden_rgb", None)}
-GOLDEN_BLOCK = {"golden_rgb_adapt": 5}  # adaptation block size (others: the default)
+GOLDEN_SOURCE = {"golden_rgb_skip": ("golden_rgb", "rgb-skip"), "golden_rgb_adapt": ("golden_rgb", None),
+                 "golden_rgb_bias": ("golden_rgb", None)}
+GOLDEN_BLOCK = {"golden_rgb_adapt": 5, "golden_rgb_bias": 5}  # adaptation block size (others: the default)
+# The encoder fits a bias only to planes of 16,384+ pixels, and how it fits one is not part of the
+# format, so this golden file pins a fixed bias: the container and the arithmetic of section 5c.
+GOLDEN_BIAS = {"golden_rgb_bias": tuple(int(v) for v in (np.arange(56) * 37 % 41 - 20) * 3)}  # tiny rgb: head 16 + out 40
 
 
 def golden_png(name: str) -> Path:
@@ -42,7 +47,21 @@ def golden_png(name: str) -> Path:
 
 def golden_compress(name: str) -> bytes:
     _, model = GOLDEN_SOURCE.get(name, (name, None))
+    if name in GOLDEN_BIAS:
+        return _compress_with_fixed_bias(name)
     return nelloc.compress(golden_png(name), tile=GOLDEN[name], model=model, adapt_block=GOLDEN_BLOCK.get(name))
+
+
+def _compress_with_fixed_bias(name: str) -> bytes:
+    """What ``nelloc.compress`` writes for the golden PNG if its encoder chooses GOLDEN_BIAS[name]."""
+    from nelloc import codec, zoo
+
+    im = Image.open(golden_png(name)).convert("RGB")
+    model, bias, tile = zoo.load("rgb"), GOLDEN_BIAS[name], GOLDEN[name]
+    coded = codec.encode_segments(model.with_bias(bias), [np.asarray(im)], tile, block=GOLDEN_BLOCK[name])[0]
+    seg = ct.Segment(ct.SEG_NEURAL, 3, model_id=bytes.fromhex(model.sha256)[: ct.MODEL_ID_BYTES], tile=tile,
+                     block=coded.block, bias=bias, payload=coded.payload)
+    return ct.dumps(ct.Container(im.width, im.height, "RGB", pixel_crc=zlib.crc32(im.tobytes()), segments=[seg]))
 
 
 # -- serialisation -------------------------------------------------------------------------------
@@ -223,6 +242,45 @@ def test_an_adapted_neural_segment_is_type_3_with_its_block_size():
         ct.loads(bytes(v3))
 
 
+@pytest.mark.parametrize("block", [0, 48])
+def test_a_biased_neural_segment_is_type_4_in_version_5(block):
+    bias = (0, 1, -1, 63, -64, 64, -65, 16384, -16384) + (5,) * 91
+    seg = ct.Segment(ct.SEG_NEURAL, 3, "", b"abcd", 96, block=block, bias=bias, payload=b"q" * 8)
+    data = ct.dumps(ct.Container(3, 1, "RGB", segments=[seg]))
+    assert data[4] == ct.BIAS_VERSION == 5
+    pos = 4 + 1 + 1 + 1 + 1 + 1 + 4 + 1
+    assert data[pos : pos + 2] == b"\x04\x03" and data[pos + 2 : pos + 6] == b"abcd"
+    zigzag = b"\x00\x02\x01\x7e\x7f\x80\x01\x81\x01\x80\x80\x02\xff\xff\x01" + b"\x0a" * 91
+    assert data[pos + 6 :].startswith(_varint(96) + _varint(block) + _varint(100) + zigzag)
+    assert ct.loads(data).segments[0] == seg and ct.loads(data).version == 5
+    v4 = bytearray(data)
+    v4[4] = 4  # type 4 does not exist in version 4
+    v4[-4:] = struct.pack("<I", zlib.crc32(bytes(v4[:-4])))
+    with pytest.raises(BadStreamError, match="unknown segment type 4"):
+        ct.loads(bytes(v4))
+
+
+def test_files_without_a_bias_stay_version_4():
+    seg = ct.Segment(ct.SEG_NEURAL, 3, "", b"abcd", 96, block=48, payload=b"q" * 8)
+    assert ct.dumps(ct.Container(3, 1, "RGB", segments=[seg]))[4] == 4
+
+
+@pytest.mark.parametrize("count", [0, 4097])
+def test_a_bias_of_a_bad_length_is_refused(count):
+    seg = ct.Segment(ct.SEG_NEURAL, 1, "", b"abcd", 96, bias=(1,), payload=b"q" * 8)
+    with pytest.raises(ValueError):
+        ct.dumps(ct.Container(3, 1, "L", segments=[ct.Segment(ct.SEG_NEURAL, 1, "", b"abcd", 0, bias=(), payload=b"")]))
+    data = bytearray(ct.dumps(ct.Container(3, 1, "L", segments=[seg])))
+    pos = 4 + 1 + 1 + 1 + 1 + 1 + 4 + 1 + 2 + 4 + 1 + 1
+    assert data[pos] == 1
+    data[pos] = count if count < 128 else 0x80 | (count & 0x7F)
+    if count >= 128:
+        data.insert(pos + 1, count >> 7)
+    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
+    with pytest.raises(BadStreamError, match=f"bias of {count} values"):
+        ct.loads(bytes(data))
+
+
 def test_grey_image_has_25_bytes_of_container_overhead(tiny_models):
     data = nelloc.compress(smooth_image(20, 30, 1, seed=1), adapt_block=0)
     payload = nelloc.info(data)["segments"][0]["payload_bytes"]
@@ -272,9 +330,9 @@ def test_older_version_golden_file_still_decodes(tiny_models, name, version):
 
 def test_unknown_version_is_refused():
     data = bytearray((TEST_DATA / "golden_rgb.nlc").read_bytes())
-    data[4] = 5
+    data[4] = 6
     data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
-    with pytest.raises(BadStreamError, match="unsupported format version 5"):
+    with pytest.raises(BadStreamError, match="unsupported format version 6"):
         ct.loads(bytes(data))
 
 
@@ -286,6 +344,10 @@ def test_golden_files_cover_tiles_and_a_neural_alpha(tiny_models):
     assert [(s["type"], s["model"], s["tile"]) for s in skip["segments"]] == [("neural", "rgb-skip", 8)]
     adapted = nelloc.info((TEST_DATA / "golden_rgb_adapt.nlc").read_bytes())
     assert [(s["model"], s["tile"], s["adapt_block"]) for s in adapted["segments"]] == [("rgb", 8, 5)]
+    biased = nelloc.info((TEST_DATA / "golden_rgb_bias.nlc").read_bytes())
+    assert biased["format_version"] == 5
+    assert [(s["model"], s["tile"], s["adapt_block"], tuple(s["bias"])) for s in biased["segments"]] == [
+        ("rgb", 8, 5, GOLDEN_BIAS["golden_rgb_bias"])]
     la = nelloc.info((TEST_DATA / "golden_la.nlc").read_bytes())
     assert (la["width"], la["height"], la["mode"]) == (13, 11, "LA")
     assert [(s["type"], s["model"]) for s in la["segments"]] == [("neural", "gray"), ("neural", "gray")]

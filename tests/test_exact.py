@@ -343,3 +343,59 @@ def test_fused_ops_refuse_arrays_of_the_wrong_kind():
         _requant.requant(y, v, v, v, v, y)
     with pytest.raises(ValueError, match="float32"):
         _requant.residual(y, np.zeros((4, 4), np.float32), 1.0, 1.0, 255.0)
+
+
+# -- per-image bias (docs/format.md section 5c) ---------------------------------------------------
+
+
+def _neighbourhoods(model, seed: int = 5):
+    img = smooth_image(24, 20, model.cfg.channels, seed=seed)
+    grid = TileGrid(24, 20, 8, model.cfg.horizon, model.cfg.channels)
+    canvas = grid.full_canvas(img, torch.device("cpu"))
+    cells, _, _ = grid.order
+    return gather(canvas, torch.from_numpy(cells), torch.from_numpy(grid.neighbour_offsets))
+
+
+@pytest.mark.parametrize("which, layers", [("tiny_rgb", 1), ("tiny_rgb", 2), ("skip_model", 2), ("skip_model", 5)])
+def test_bias_is_the_documented_change_of_the_last_layers_constants(which, layers, request):
+    model = request.getfixturevalue(which)
+    x = _neighbourhoods(model)
+    sizes = model.bias_layer_sizes()[-layers:]
+    bias = np.random.default_rng(3).integers(-300, 301, sum(n for _, n in sizes))
+    t, start = dict(model.tensors), 0
+    for name, n in sizes:  # section 5c by hand: float64 + integer (exact), f32() in the reference
+        t[f"{name}.add"] = model.tensors[f"{name}.add"] + bias[start : start + n]
+        start += n
+
+    class _WithTensors:
+        tensors, cfg = t, model.cfg
+
+    adapted = model.with_bias(bias)
+    assert [name for name, _ in model.bias_split(len(bias))] == [name for name, _ in sizes]
+    assert np.array_equal(adapted.forward(x).numpy(), _numpy_forward32(_WithTensors, x.numpy()))
+    assert not np.array_equal(adapted.forward(x).numpy(), model.forward(x).numpy())
+    assert model.with_bias(np.zeros(len(bias), int)).sha256 == model.sha256
+
+
+def test_bias_refused_when_out_of_range_or_not_whole_layers(tiny_rgb):
+    from nelloc.exact import MAX_BIAS
+
+    n = tiny_rgb.cfg.out_channels
+    for count in (3, n + 1, n + tiny_rgb.cfg.width - 1, 0):
+        with pytest.raises(ModelError, match=f"a bias of {count} values does not cover whole layers"):
+            tiny_rgb.with_bias(np.ones(count, int))
+    with pytest.raises(ModelError, match="beyond"):
+        tiny_rgb.with_bias(np.full(n, MAX_BIAS + 1))
+    tiny_rgb.with_bias(np.full(n, -300))
+    with pytest.raises(ModelError, match="exceed 2\\*\\*53"):  # within the limit, but beyond this model's budget
+        tiny_rgb.with_bias(np.full(n, -MAX_BIAS))
+
+
+@pytest.mark.parametrize("which", ["tiny_rgb", "skip_model", "wide_act_model"])
+def test_the_encoders_differentiable_tail_floors_and_clamps_to_the_coded_outputs(which, request):
+    model = request.getfixturevalue(which)
+    x = _neighbourhoods(model, seed=8)
+    lo, hi = model.output_bounds()
+    with torch.no_grad():
+        pre = model.tail(*model.tail_inputs(x)).numpy()
+    assert np.array_equal(np.clip(np.floor(pre), lo, hi), model.forward(x).numpy())

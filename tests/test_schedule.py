@@ -5,7 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nelloc.schedule import TileGrid
+import torch
+
+from nelloc.schedule import TileGrid, gather
 
 
 @settings(max_examples=40, deadline=None)
@@ -37,3 +39,14 @@ def test_tiny_images(shape):
     cells, pix, bounds = grid.order
     assert len(cells) == shape[0] * shape[1]
     assert bounds[-1] == len(cells)
+
+
+@pytest.mark.parametrize("h, w, tile, channels", [(23, 17, 8, 3), (10, 31, 0, 1), (40, 41, 16, 3), (5, 5, 96, 1)])
+def test_neighbourhoods_straight_from_the_image_equal_the_canvas_gather(h, w, tile, channels):
+    pixels = np.random.default_rng(h * w).integers(0, 256, (h, w, channels), dtype=np.uint8)
+    grid = TileGrid(h, w, tile, 3, channels)
+    cells, pix, _ = grid.order
+    gathered = gather(grid.full_canvas(pixels, torch.device("cpu")), torch.from_numpy(cells),
+                      torch.from_numpy(grid.neighbour_offsets))
+    direct = grid.neighbourhoods(pixels, pix)
+    assert direct.dtype == gathered.dtype and torch.equal(direct, gathered)
