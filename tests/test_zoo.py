@@ -30,6 +30,20 @@ def test_files_of_every_shipped_release_still_decode(repo_models, release, kind)
     assert np.array_equal(np.asarray(out), np.asarray(Image.open(png)))
 
 
+# Releases from format version 5 on also code the 128x128 crops, large enough for the per-image bias.
+BIAS_RELEASES = ["61370ee"]
+
+
+@pytest.mark.parametrize("release", BIAS_RELEASES)
+@pytest.mark.parametrize("kind", ["rgb128", "gray128"])
+def test_biased_files_of_every_release_still_decode(repo_models, release, kind):
+    png = SHIPPED / ("kodim23-crop128.png" if kind == "rgb128" else "kodim23-crop128-gray.png")
+    data = (SHIPPED / f"{release}-{kind}.nlc").read_bytes()
+    assert api.info(data)["format_version"] == 5 and api.info(data)["segments"][0]["bias"]
+    out = api.decompress(data)
+    assert np.array_equal(np.asarray(out), np.asarray(Image.open(png)))
+
+
 def test_retired_models_are_named_by_their_hash_and_have_cards(repo_models):
     retired = zoo.retired_models()
     assert retired, "models/retired/ holds every model that was ever shipped and replaced"
