@@ -7,6 +7,7 @@
     python scripts/bench_nelloc.py tile-speed --image kodak/kodim23.png --tiles 64,96,128 --sizes 128,256,512,0 --threads 1,2
     python scripts/bench_nelloc.py devices --dataset kodak --devices cuda,cpu [--limit N] [--model rgb]
     python scripts/bench_nelloc.py matmul
+    python scripts/bench_nelloc.py network-share --image kodak/kodim23.png [--model rgb] [--repeat 3]
 
 Every sub-command prints a Markdown table and writes JSON to results/ (machine, versions, command).
 ``paper`` in ``--models`` means a paper-size model (h=3, r=1, 256 channels, K=10) exported from
@@ -193,6 +194,47 @@ def cmd_speed(args) -> None:
                    "matmul_gflops": peak, "rows": rows})
 
 
+def cmd_network_share(args) -> None:
+    """Decode time with the network and with its outputs replayed (recorded in the same decode): the
+    share of decoding a smaller (faster) model could save at most."""
+    model = zoo.load(args.model)
+    path = data.data_root() / args.image if not Path(args.image).exists() else args.image
+    img = np.asarray(nelloc.api.to_image(path).convert("RGB" if model.cfg.channels == 3 else "L"))
+    img = img.reshape(img.shape[0], img.shape[1], -1)
+    payload = codec.encode_plane(model, img, args.tile, "cpu")
+    network = codec._network_rows
+    recorded: list[torch.Tensor] = []
+
+    def record(*a):
+        out = network(*a)
+        recorded.append(out.clone())
+        return out
+
+    def decode(rows) -> float:
+        codec._network_rows = rows
+        try:
+            t0 = time.perf_counter()
+            back = codec.decode_plane(model, payload, img.shape[0], img.shape[1], args.tile, "cpu")
+            assert np.array_equal(back, img)
+            return time.perf_counter() - t0
+        finally:
+            codec._network_rows = network
+
+    full, replayed = [], []
+    for _ in range(args.repeat):
+        recorded.clear()
+        decode(record)
+        full.append(decode(network))
+        outputs = iter(recorded)
+        replayed.append(decode(lambda *a: next(outputs)))
+    f, r = statistics.median(full), statistics.median(replayed)
+    print(f"| image | model | decode s | decode s, network outputs replayed | network share |")
+    print("|---|---|---|---|---|")
+    print(f"| {args.image} | {args.model} | {f:.2f} | {r:.2f} | {(f - r) / f:.0%} |")
+    save("network-share", {"image": args.image, "model": args.model, "tile": args.tile, "decode_s": full,
+                           "replayed_s": replayed, "network_share": (f - r) / f})
+
+
 def cmd_tile_speed(args) -> None:
     """Decode time against tile size, image size and torch threads.  The configurations are
     interleaved within each repeat, so a slow spell of a shared VM hits all of them alike."""
@@ -352,6 +394,11 @@ def main() -> None:
     ts.add_argument("--threads", default="2")
     ts.add_argument("--repeat", type=int, default=5)
     sub.add_parser("matmul")
+    ns = sub.add_parser("network-share")
+    ns.add_argument("--image", default="kodak/kodim23.png")
+    ns.add_argument("--model", default="rgb")
+    ns.add_argument("--tile", type=int, default=codec.DEFAULT_TILE)
+    ns.add_argument("--repeat", type=int, default=3)
     dv = sub.add_parser("devices")
     _image_set_args(dv)
     dv.add_argument("--tile", type=int)
@@ -364,7 +411,7 @@ def main() -> None:
         print(f"{matmul_gflops():.1f} GFLOP/s")
         return
     {"roundtrip": cmd_roundtrip, "tiles": cmd_tiles, "speed": cmd_speed, "batch": cmd_batch,
-     "tile-speed": cmd_tile_speed, "devices": cmd_devices}[args.cmd](args)
+     "tile-speed": cmd_tile_speed, "devices": cmd_devices, "network-share": cmd_network_share}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -18,5 +18,18 @@ for c in cards:
 notes = [f"- `{c['name']}`: {c['training_notes']}" for c in cards if c.get("training_notes")]
 if notes:
     lines += ["", "How they were trained (`training_notes` in each card):", "", *notes]
+lines += ["", "## Notes", "",
+          "- The evaluation column was measured by `nelloc export` with the codec of that day. The codec has",
+          "  improved since without changing the models: from stop 20 the encoder's per-image bias of the last two",
+          "  layers (docs/codec.md) codes Kodak with `rgb` in 3.087 bits/sub-pixel instead of 3.179, CLIC (first 2)",
+          "  in 1.788 instead of 1.868 and the classic images in 4.797 instead of 5.182 (`docs/results/*-nelloc-stop20.json`).",
+          "- **No `fast` variant.** A narrower network would speed decoding up by at most the network's share of",
+          "  the decode time, and that share is small: decoding kodim23 with `rgb` takes 2.73 s, and 1.72 s with",
+          "  the network's outputs replayed from a recording (37%); a 512x512 classic image with `gray`, 0.95 s",
+          "  against 0.54 s (43%) (`python scripts/bench_nelloc.py network-share --image kodak/kodim23.png`,",
+          "  `... --model gray --image classic/airplane_f16.png`, medians of 3, stop 20, 2-core Intel Xeon VM;",
+          "  JSON: `docs/results/network-share-stop20-{rgb,gray}.json`).",
+          "  A width-64 `rgb` (about 40% of the multiply-adds) would therefore decode at most ~1.3x faster, while",
+          "  costing bits; the CDF kernel and the range coder, not the network, bound the speed."]
 Path("docs/models.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
