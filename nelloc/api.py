@@ -241,7 +241,7 @@ def compress_many(
     thumbnails).  Each result is exactly what ``compress`` gives for that image alone.
     ``adapt_block``: side of the squares that get their own log-scale offsets (``nelloc.adapt``;
     default 48, 0: none).  ``adapt_bias``: fit a per-image bias of the model's last two layers
-    to planes of at least 16,384 pixels and keep it where it pays (``adapt.fit_bias``; costs encode
+    to planes of at least 65,536 pixels and keep it where it pays (``adapt.fit_bias``; costs encode
     time, not decode time).  ``keep_metadata=False`` drops EXIF, XMP and PNG text (``metadata_of``);
     the ICC profile is always kept."""
     tile = _check_tile(tile)

@@ -229,7 +229,7 @@ def main() -> None:
 @click.option("--adapt-block", type=click.IntRange(0, 65536), default=None,
               help="Side of the squares that get their own log-scale offset per channel (0 = none; default 48).")
 @click.option("--adapt-bias/--no-adapt-bias", default=True, show_default=True,
-              help="Fit a per-image bias of the model's last two layers to planes of 16,384+ pixels "
+              help="Fit a per-image bias of the model's last two layers to planes of 65,536+ pixels "
                    "(smaller photos; slower encode, same decode).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None,

@@ -205,10 +205,11 @@ def _choose_bias(model: ExactModel, grid: TileGrid, pixels: np.ndarray) -> np.nd
     # so that they never change the file (its inputs, the network's integers, are exact anywhere).
     cpu = torch.device("cpu")
     fit_model = model if model.device == cpu else ExactModel(model.tensors, model.cfg, model.name)
-    index = adapt.bias_sample_rows(n)
+    steps, sample = adapt.bias_effort(n)
+    index = adapt.bias_sample_rows(n, sample)
     x = grid.neighbourhoods(pixels, index)
     with _torch_threads(1):
-        bias, saving = adapt.fit_bias(fit_model, x, pixels.reshape(n, -1)[index], n / len(index))
+        bias, saving = adapt.fit_bias(fit_model, x, pixels.reshape(n, -1)[index], n / len(index), steps)
     return bias if saving > adapt.MARGIN_BITS and bias.any() else None
 
 

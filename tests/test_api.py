@@ -81,7 +81,10 @@ def test_default_tile_round_trips_an_image_larger_than_one_tile(tiny_models):
 
 
 @pytest.mark.parametrize("mode", ["RGB", "LA"])
-def test_bias_is_used_on_large_planes_and_round_trips(tiny_models, mode):
+def test_bias_is_used_on_large_planes_and_round_trips(tiny_models, mode, monkeypatch):
+    from nelloc import adapt
+
+    monkeypatch.setattr(adapt, "BIAS_MIN_PIXELS", 1 << 14)  # a smaller test image (the fit is the same)
     arr = smooth_image(130, 128, CHANNELS[mode], seed=31)
     if mode == "LA":
         arr[..., 1] = np.clip(np.arange(128)[None, :] * 2 + np.arange(130)[:, None], 0, 255)
@@ -94,7 +97,10 @@ def test_bias_is_used_on_large_planes_and_round_trips(tiny_models, mode):
         assert np.array_equal(nelloc.decompress(data, as_array=True), arr)
 
 
-def test_bias_beyond_the_limit_or_not_whole_layers_is_a_bad_stream(tiny_models):
+def test_bias_beyond_the_limit_or_not_whole_layers_is_a_bad_stream(tiny_models, monkeypatch):
+    from nelloc import adapt
+
+    monkeypatch.setattr(adapt, "BIAS_MIN_PIXELS", 1 << 14)
     arr = smooth_image(130, 128, 3, seed=32)
     c = ct.loads(nelloc.compress(arr))
     fitted = c.segments[0].bias

@@ -514,7 +514,10 @@ def test_threads_option_gives_the_same_stream(tiny_models, rgb_png):
     assert one.stdout_bytes == two.stdout_bytes
 
 
-def test_threads_option_gives_the_same_stream_with_a_fitted_bias(tiny_models, tmp_path):
+def test_threads_option_gives_the_same_stream_with_a_fitted_bias(tiny_models, tmp_path, monkeypatch):
+    from nelloc import adapt
+
+    monkeypatch.setattr(adapt, "BIAS_MIN_PIXELS", 1 << 14)  # a smaller test image (the fit is the same)
     src = tmp_path / "big.png"
     Image.fromarray(smooth_image(130, 128, 3, seed=16)).save(src)
     one = run("compress", src, "-c", "-q", "--threads", "1")
@@ -562,7 +565,10 @@ def test_metadata_is_written_back_to_png_and_webp_and_strip_drops_it(tmp_path):
     assert "  metadata:" not in run("info", tmp_path / "s.nlc").output
 
 
-def test_no_adapt_bias_flag_and_info_shows_the_bias(tiny_models, tmp_path):
+def test_no_adapt_bias_flag_and_info_shows_the_bias(tiny_models, tmp_path, monkeypatch):
+    from nelloc import adapt
+
+    monkeypatch.setattr(adapt, "BIAS_MIN_PIXELS", 1 << 14)
     src = tmp_path / "big.png"
     Image.fromarray(smooth_image(130, 128, 3, seed=15)).save(src)
     assert_ok(run("compress", src, "-o", tmp_path / "b.nlc", "-q"))

@@ -162,10 +162,11 @@ def test_offset_symbols_outside_the_range_are_a_bad_stream(tiny_rgb):
 # -- per-image bias (nelloc.adapt.fit_bias, format section 5c) ---------------------------------------
 
 
-def test_bias_is_fitted_for_large_planes_and_decodes_only_with_it(tiny_rgb):
+def test_bias_is_fitted_for_large_planes_and_decodes_only_with_it(tiny_rgb, monkeypatch):
     from nelloc import adapt
 
-    img = smooth_image(130, 128, 3, seed=21)  # 16,640 pixels: just above adapt.BIAS_MIN_PIXELS
+    monkeypatch.setattr(adapt, "BIAS_MIN_PIXELS", 1 << 14)  # a smaller test image (the fit is the same)
+    img = smooth_image(130, 128, 3, seed=21)  # 16,640 pixels
     plain, fitted = codec.encode_segments(tiny_rgb, [img], 32, block=0, fit_bias=False)[0], \
         codec.encode_segments(tiny_rgb, [img], 32, block=0, fit_bias=True)[0]
     assert plain.bias is None and fitted.bias is not None and len(fitted.bias) == tiny_rgb.cfg.width + tiny_rgb.cfg.out_channels
@@ -181,14 +182,18 @@ def test_bias_is_fitted_for_large_planes_and_decodes_only_with_it(tiny_rgb):
 def test_bias_is_not_fitted_for_small_planes_or_when_it_does_not_pay(tiny_rgb, monkeypatch):
     from nelloc import adapt
 
-    small = smooth_image(100, 100, 3, seed=22)  # 10,000 pixels
+    small = smooth_image(255, 256, 3, seed=22)  # 65,280 pixels: just below adapt.BIAS_MIN_PIXELS
     assert codec.encode_segments(tiny_rgb, [small], 32, fit_bias=True)[0].bias is None
+    monkeypatch.setattr(adapt, "BIAS_MIN_PIXELS", 1 << 14)
     monkeypatch.setattr(adapt, "fit_bias", lambda *a, **k: (np.ones(tiny_rgb.cfg.out_channels, np.int64), 10.0))
     big = smooth_image(130, 128, 3, seed=23)
     assert codec.encode_segments(tiny_rgb, [big], 32, fit_bias=True)[0].bias is None
 
 
-def test_bias_with_offsets_round_trips_in_a_batch_of_planes(tiny_gray):
+def test_bias_with_offsets_round_trips_in_a_batch_of_planes(tiny_gray, monkeypatch):
+    from nelloc import adapt
+
+    monkeypatch.setattr(adapt, "BIAS_MIN_PIXELS", 1 << 14)
     imgs = [smooth_image(129, 130, 1, seed=s) for s in (24, 25)] + [smooth_image(12, 9, 1, seed=26)]
     coded = codec.encode_segments(tiny_gray, imgs, 16, block=40, fit_bias=True)
     assert [c.bias is not None for c in coded] == [True, True, False]
@@ -196,6 +201,16 @@ def test_bias_with_offsets_round_trips_in_a_batch_of_planes(tiny_gray):
         model = tiny_gray if c.bias is None else tiny_gray.with_bias(c.bias)
         (out,) = codec.decode_planes(model, [codec.PlaneJob(c.payload, img.shape[0], img.shape[1], 16, c.block)])
         assert np.array_equal(out, img)
+
+
+def test_bias_fit_effort_halves_below_a_quarter_megapixel():
+    from nelloc import adapt
+
+    full = (adapt.BIAS_STEPS, adapt.BIAS_SAMPLE)
+    assert adapt.bias_effort(512 * 512) == full and adapt.bias_effort(768 * 512) == full
+    assert adapt.bias_effort(256 * 256) == (full[0] // 2, full[1] // 2)
+    assert len(adapt.bias_sample_rows(10**6, 100)) == 200 and len(set(adapt.bias_sample_rows(10**6, 100))) == 200
+    assert sorted(adapt.bias_sample_rows(150, 100)) == list(range(150))
 
 
 def test_bias_header_bits_count_zigzag_varint_bytes():

@@ -35,7 +35,7 @@ GOLDEN = {
 GOLDEN_SOURCE = {"golden_rgb_skip": ("golden_rgb", "rgb-skip"), "golden_rgb_adapt": ("golden_rgb", None),
                  "golden_rgb_bias": ("golden_rgb", None)}
 GOLDEN_BLOCK = {"golden_rgb_adapt": 5, "golden_rgb_bias": 5}  # adaptation block size (others: the default)
-# The encoder fits a bias only to planes of 16,384+ pixels, and how it fits one is not part of the
+# The encoder fits a bias only to planes of 65,536+ pixels, and how it fits one is not part of the
 # format, so this golden file pins a fixed bias: the container and the arithmetic of section 5c.
 GOLDEN_BIAS = {"golden_rgb_bias": tuple(int(v) for v in (np.arange(56) * 37 % 41 - 20) * 3)}  # tiny rgb: head 16 + out 40
 
