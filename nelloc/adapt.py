@@ -137,7 +137,7 @@ def choose_offsets(
 # -- per-image bias (docs/format.md section 5c) ---------------------------------------------------
 # The model's last two layers end in a constant term per output: ``head``'s feed the last hidden
 # features, ``out``'s the mixture parameters (logit, mean, log-scale and colour coefficient of every
-# component).  The encoder fits integer changes to those constants (228 for the colour model, 158
+# component).  The encoder fits integer changes to those constants (228 for the colour model, 94
 # for grey) to the image and sends them in the segment header: a static model trained on
 # thumbnails learns the average photo; one photo is sharper, noisier, darker or more saturated.
 # Why head and out: Kodak-2 likelihood of the float model with fitted biases: out alone -3.0%, head
@@ -149,7 +149,7 @@ BIAS_CHECK_EVERY = 10  # the bias kept is the best on the check sample at steps 
 BIAS_RATE = 2.0
 BIAS_RATE_HEAD = 2.0
 # Sizing (file sizes with offsets against offsets alone, Kodak 1, 2, 3, 11, 16, 24, stop-19 rgb; the
-# fit on one thread, encode time per image with it / without ~2.6 s): 2 x 2**12 pixels, 60 steps
+# fit on one thread; encoding without it takes ~2.6 s per image): 2 x 2**12 pixels, 60 steps
 # -3.53% (+1.7 s); 2 x 2**13 -3.46% (+3.6 s); 2 x 2**11 -3.29% (+0.8 s); 2 x 2**12, 80 steps -3.64%
 # (+2.7 s); out alone -2.60%.  Without the check sample (40 steps, 8,192 pixels, Kodak 1-3): head
 # rate 1 / 2 / 4: -3.86 / -3.90 / -3.42%, but worse than out alone on some images (kodim24 -1.33 vs
