@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from nelloc import mixture as mx
+from nelloc.container import signed_varints
+from nelloc.model import floor_ste, round_ste
 
 OFFSET_MIN, OFFSET_MAX = -8, 7  # 1/16 nat (the log-scale's own unit): scales x0.61 .. x1.55
 SYMBOL_BIAS = -OFFSET_MIN  # offset o is sent as the symbol o + 8 (0..15)
@@ -176,23 +178,14 @@ def bias_sample_rows(n: int, sample: int = BIAS_SAMPLE) -> np.ndarray:
 
 def bias_header_bits(bias: np.ndarray) -> int:
     """Bits the bias values take in a segment header (docs/format.md 5c: signed varints)."""
-    zigzag = np.where(bias < 0, -2 * bias.astype(np.int64) - 1, 2 * bias.astype(np.int64))
-    return 8 * int(sum(1 + (int(z).bit_length() - 1) // 7 if z else 1 for z in zigzag))
-
-
-def _floor_ste(v: torch.Tensor) -> torch.Tensor:
-    return v + (torch.floor(v) - v).detach()
-
-
-def _round_ste(v: torch.Tensor) -> torch.Tensor:
-    return v + (torch.round(v) - v).detach()
+    return 8 * len(signed_varints(bias))
 
 
 def surrogate_bits(pre: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, values: torch.Tensor, mixtures: int) -> torch.Tensor:
     """Float code length in bits of pixels whose last layer's values before the floor are ``pre``
     (N, outputs): the integer outputs' floor and the colour coupling's rounding are straight-through,
     everything else as ``mixture.log_prob``."""
-    out = torch.maximum(torch.minimum(_floor_ste(pre), hi), lo)
+    out = torch.maximum(torch.minimum(floor_ste(pre), hi), lo)
     n, c = values.shape
     k = mixtures
     logits = (out[:, :k] * mx.LOGIT_UNIT)[:, None, :].expand(n, c, k)
@@ -201,8 +194,8 @@ def surrogate_bits(pre: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, values
     if c == 3:  # coupled means (exact.coupled_means: integer coefficients in 1/256, values in 1/64 units)
         coeff = out[:, k + 2 * c * k :].reshape(n, 3, k)
         v = values[:, :, None] * (1.0 / mx.MEAN_UNIT)
-        g = means[:, 1] + _round_ste(coeff[:, 0] * v[:, 0] * mx.COEFF_UNIT)
-        b = means[:, 2] + _round_ste((coeff[:, 1] * v[:, 0] + coeff[:, 2] * v[:, 1]) * mx.COEFF_UNIT)
+        g = means[:, 1] + round_ste(coeff[:, 0] * v[:, 0] * mx.COEFF_UNIT)
+        b = means[:, 2] + round_ste((coeff[:, 1] * v[:, 0] + coeff[:, 2] * v[:, 1]) * mx.COEFF_UNIT)
         means = torch.stack([means[:, 0], g.clamp(mx.MEAN_MIN, mx.MEAN_MAX), b.clamp(mx.MEAN_MIN, mx.MEAN_MAX)], 1)
     lp = mx.log_prob(values, logits, means * mx.MEAN_UNIT, log_scales)
     return -lp.sum() / math.log(2)

@@ -3,8 +3,9 @@
 Encoding is one batched pass: the network runs over every pixel at once (in chunks), then the
 symbols are coded in the schedule's order, after the per-block log-scale offsets (``nelloc.adapt``)
 if the encoder finds that they pay.  Before that, a large plane may get its own bias of the model's
-last two layers (``adapt.fit_bias``; the segment header carries it, the decoder applies it).  Decoding advances every tile along the wavefront, one
-batched network call per step, then decodes channel 0, 1, 2 of the step's pixels in turn.
+last two layers (``adapt.fit_bias``; the segment header carries it, the decoder applies it).
+Decoding advances every tile along the wavefront, one batched network call per step, then decodes
+channel 0, 1, 2 of the step's pixels in turn.
 """
 
 from __future__ import annotations

@@ -75,9 +75,9 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _signed(n: int) -> bytes:
-    """Zigzag (0, -1, 1, -2, ... -> 0, 1, 2, 3, ...) then LEB128."""
-    return _varint(2 * n if n >= 0 else -2 * n - 1)
+def signed_varints(values) -> bytes:
+    """Each integer zigzagged (0, -1, 1, -2, ... -> 0, 1, 2, 3, ...), then LEB128."""
+    return b"".join(_varint(2 * n if n >= 0 else -2 * n - 1) for n in map(int, values))
 
 
 def write_version(c: Container) -> int:
@@ -115,7 +115,7 @@ def dumps(c: Container) -> bytes:
             if biased:
                 if not 1 <= len(s.bias) <= MAX_BIAS_VALUES:
                     raise ValueError(f"a bias has 1 to {MAX_BIAS_VALUES} values")
-                out += _varint(len(s.bias)) + b"".join(_signed(int(v)) for v in s.bias)
+                out += _varint(len(s.bias)) + signed_varints(s.bias)
         elif s.type == SEG_CONSTANT:
             if s.payload:
                 raise ValueError("a constant segment has no payload")

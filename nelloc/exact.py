@@ -34,7 +34,7 @@ from nelloc import _requant as fused_ops
 from nelloc import mixture as mx
 from nelloc.errors import ModelError
 from nelloc.model import INPUT_CENTRE, PARAM_SPECS, WEIGHT_QMAX, ModelConfig, PixelCNN, causal_offsets
-from nelloc.model import output_layout, weight_scale
+from nelloc.model import floor_ste, output_layout, weight_scale
 
 FORMAT = "nelloc-exact-1"
 MUL_BITS = 24  # significant bits of each dyadic multiplier (acc * mul stays below 2**49)
@@ -334,14 +334,19 @@ class ExactModel:
             if on_cuda:
                 torch.backends.cuda.matmul.allow_tf32 = cuda_tf32
 
-    def _run(self, x: torch.Tensor, apply, residuals, combine) -> torch.Tensor:
-        """The layer sequence of docs/format.md section 4, with one arithmetic's layer and residual ops."""
+    def _trunk(self, x: torch.Tensor, apply, residuals, combine) -> torch.Tensor:
+        """``first`` and the residual blocks: the activations entering ``head``."""
         h = apply("first", x)
         for b, (r0, r1) in enumerate(residuals):
             t = h
             for i in range(3):
                 t = apply(f"block{b}.conv{i}", t)
             h = combine(h, t, r0, r1, self.cfg.act_qmax)
+        return h
+
+    def _run(self, x: torch.Tensor, apply, residuals, combine) -> torch.Tensor:
+        """The layer sequence of docs/format.md section 4, with one arithmetic's layer and residual ops."""
+        h = self._trunk(x, apply, residuals, combine)
         if self.cfg.skip:
             return apply("out", apply("head", h), act=False, skip_of=x)
         return apply("out", apply("head", h), act=False)
@@ -385,12 +390,7 @@ class ExactModel:
     def tail_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(N, fan_in) neighbourhoods -> the integer activations entering ``head`` (N, width) and
         the skip term of ``out`` (``f32(acc_s * S)``, or None): what ``tail`` needs."""
-        h = self._apply32("first", x)
-        for b, (r0, r1) in enumerate(self._residual32):
-            t = h
-            for i in range(3):
-                t = self._apply32(f"block{b}.conv{i}", t)
-            h = (_residual32_fused if self._fused else _residual32)(h, t, r0, r1, self.cfg.act_qmax)
+        h = self._trunk(x, self._apply32, self._residual32, _residual32_fused if self._fused else _residual32)
         skip = None
         if self.cfg.skip:
             ws, ms = self._skip
@@ -404,7 +404,7 @@ class ExactModel:
         choice of a bias only; ``floor`` and ``clamp`` of it with zero biases is ``forward``."""
         w, mul, add, _, _ = self._layers32["head"]
         pre = torch.matmul(h, w) * mul + add + head_bias
-        a = torch.clamp(pre + (torch.floor(pre) - pre).detach(), 0, self.cfg.act_qmax)
+        a = torch.clamp(floor_ste(pre), 0, self.cfg.act_qmax)
         w, mul, add, _, _ = self._layers32["out"]
         y = torch.matmul(a, w) * mul
         if skip is not None:

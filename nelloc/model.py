@@ -91,6 +91,10 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
+def floor_ste(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.floor(x) - x).detach()
+
+
 def quantize_weight(w: torch.Tensor) -> torch.Tensor:
     """Fake-quantise to int8 with one scale per output channel (dim 0)."""
     scale = w.detach().abs().flatten(1).amax(1).clamp_min(1e-8) / WEIGHT_QMAX

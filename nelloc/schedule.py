@@ -107,7 +107,6 @@ class TileGrid:
         flat[torch.from_numpy(cell), : self.channels] = values
         return canvas.to(device)
 
-
     def neighbourhoods(self, pixels: np.ndarray, index: np.ndarray) -> torch.Tensor:
         """``gather`` of the image pixels ``index`` (``y * width + x``) straight from ``pixels``
         (H, W, C), without a canvas: the same (N, 24 * (channels + 1)) float32 values."""
