@@ -1,7 +1,7 @@
 """NeLLoC codec benchmark (issue: the codec): round trips, rates, overhead, speed, tiling cost.
 
     python scripts/bench_nelloc.py roundtrip --dataset kodak [--limit N] [--model rgb] [--tile 64]
-    python scripts/bench_nelloc.py tiles --dataset kodak --tiles 0,16,32,64,128 [--limit N]
+    python scripts/bench_nelloc.py tiles --dataset kodak --tiles 0,16,32,64,128 [--limit N] [--files]
     python scripts/bench_nelloc.py speed --image kodak/kodim23.png --models rgb,paper,paper-widened [--repeat 3]
     python scripts/bench_nelloc.py batch --dataset cifar10-test --limit 200 [--model rgb]
     python scripts/bench_nelloc.py tile-speed --image kodak/kodim23.png --tiles 64,96,128 --sizes 128,256,512,0 --threads 1,2
@@ -117,7 +117,10 @@ def cmd_tiles(args) -> None:
     tiles = [int(t) for t in args.tiles.split(",")]
     res = {}
     for t in tiles:
-        bits = sum(codec.plane_code_length(model, im if im.ndim == 3 else im[..., None], t) for im in imgs)
+        if args.files:  # actual files, with the encoder's per-image adaptations
+            bits = sum(8 * len(nelloc.compress(im, model=args.model, tile=t)) for im in imgs)
+        else:
+            bits = sum(codec.plane_code_length(model, im if im.ndim == 3 else im[..., None], t) for im in imgs)
         res[t] = bits / sum(im.size for im in imgs)
         print(f"tile {t}: {res[t]:.4f} bpsp", flush=True)
     base = res.get(0, min(res.values()))
@@ -126,7 +129,8 @@ def cmd_tiles(args) -> None:
     for t in tiles:
         patches = 1 if t == 0 else -(-768 // t) * -(-512 // t)
         print(f"| {t or 'untiled'} | {patches} | {res[t]:.4f} | {100 * (res[t] / base - 1):+.2f}% |")
-    save("tiles", {"dataset": args.dataset, "model": args.model, "images": len(imgs), "bpsp_by_tile": res})
+    save("tiles", {"dataset": args.dataset, "model": args.model, "images": len(imgs), "files": args.files,
+                   "bpsp_by_tile": res})
 
 
 def _paper_model(run: str | None) -> exact.ExactModel:
@@ -380,6 +384,8 @@ def main() -> None:
     t = sub.add_parser("tiles")
     _image_set_args(t)
     t.add_argument("--tiles", default="0,16,32,64,128")
+    t.add_argument("--files", action="store_true",
+                   help="actual nelloc.compress files (offsets and per-image bias) instead of the plain model's code length")
     s = sub.add_parser("speed")
     s.add_argument("--image", default="kodak/kodim23.png")
     s.add_argument("--models", default="rgb")
