@@ -232,7 +232,7 @@ def cmd_network_share(args) -> None:
         outputs = iter(recorded)
         replayed.append(decode(lambda *a: next(outputs)))
     f, r = statistics.median(full), statistics.median(replayed)
-    print(f"| image | model | decode s | decode s, network outputs replayed | network share |")
+    print("| image | model | decode s | decode s, network outputs replayed | network share |")
     print("|---|---|---|---|---|")
     print(f"| {args.image} | {args.model} | {f:.2f} | {r:.2f} | {(f - r) / f:.0%} |")
     save("network-share", {"image": args.image, "model": args.model, "tile": args.tile, "decode_s": full,
