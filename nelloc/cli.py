@@ -361,7 +361,8 @@ def _lossless_bytes(im, fmt: str, dest: Path) -> bytes:
     except (OSError, ValueError, KeyError):
         same = False
     if not same:
-        raise CliError(f"{dest}: {fmt} cannot hold mode {im.mode} losslessly (try -o with .tif or .png)")
+        others = " or ".join(ext for ext, name in ((".tif", "TIFF"), (".png", "PNG")) if name != fmt)
+        raise CliError(f"{dest}: {fmt} cannot hold mode {im.mode} losslessly (try -o with {others})")
     return buf.getvalue()
 
 
