@@ -200,7 +200,7 @@ def _container(im: Image.Image, model, alpha_model, tile: int, jobs: dict, keep_
         c.segments.append(_fallback_segment(im))
         return c
     main, alpha = _planes(im)
-    planes = [(main, model or zoo.default_model(main.shape[2]))]
+    planes = [(main, model or zoo.default_model(main.shape[2], main.shape[0] * main.shape[1]))]
     if alpha is not None and (alpha == alpha.flat[0]).all():
         c.segments.append(ct.Segment(ct.SEG_CONSTANT, 1, value=int(alpha.flat[0])))
     elif alpha is not None:

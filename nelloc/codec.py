@@ -556,7 +556,7 @@ def likelihood_bits(image, *, model: str | None = None) -> float | None:
     arr = np.asarray(image)
     arr = arr[..., None] if arr.ndim == 2 else arr
     channels = 3 if arr.shape[2] >= 3 else 1
-    fm = zoo.load_float(model or zoo.default_model(channels))
+    fm = zoo.load_float(model or zoo.default_model(channels, arr.shape[0] * arr.shape[1]))
     if fm is None:
         return None
     x = torch.from_numpy(np.array(arr[..., :channels])).permute(2, 0, 1)[None].float()

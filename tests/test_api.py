@@ -115,6 +115,39 @@ def test_bias_beyond_the_limit_or_not_whole_layers_is_a_bad_stream(tiny_models, 
 # -- alpha ---------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def photo_models(tiny_models_dir, tmp_path, monkeypatch):
+    """The tiny models, plus a distinct tiny colour model installed as 'rgb-photo'."""
+    d = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, d)
+    shutil.copy(TEST_DATA / "tiny-rgb-skip.safetensors", d / "rgb-photo.safetensors")
+    monkeypatch.setenv("NELLOC_MODELS", str(d))
+    return d
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_large_colour_planes_get_the_photo_model_small_ones_rgb(photo_models, mode):
+    side = int(zoo.PHOTO_MIN_PIXELS**0.5)
+    for (h, w), expected in [((side, side), "rgb-photo"), ((side - 1, side), "rgb"), ((8, 8), "rgb")]:
+        arr = smooth_image(h, w, CHANNELS[mode], seed=h)
+        arr[..., 3:] = np.arange(w, dtype=np.uint8)[None, :, None]  # a varying alpha: a gray-coded plane
+        data = nelloc.compress(arr, adapt_bias=False)
+        models = [seg["model"] for seg in nelloc.info(data)["segments"]]
+        assert models == ([expected] if mode == "RGB" else [expected, "gray"])
+        assert np.array_equal(nelloc.decompress(data, as_array=True), arr)
+
+
+def test_a_named_model_wins_over_the_photo_default(photo_models):
+    side = int(zoo.PHOTO_MIN_PIXELS**0.5)
+    data = nelloc.compress(smooth_image(side, side, 3), model="rgb", adapt_bias=False)
+    assert [seg["model"] for seg in nelloc.info(data)["segments"]] == ["rgb"]
+
+
+def test_without_the_photo_model_large_planes_get_rgb(tiny_models):
+    assert "rgb-photo" not in zoo.list_models()
+    assert zoo.default_model(3, zoo.PHOTO_MIN_PIXELS) == "rgb" and zoo.default_model(1, 1 << 20) == "gray"
+
+
 @pytest.mark.parametrize("mode", ["LA", "RGBA"])
 def test_opaque_alpha_costs_only_a_constant_segment(tiny_models, mode):
     arr = smooth_image(12, 10, CHANNELS[mode], seed=3)

@@ -37,7 +37,7 @@ def test_grey_images_round_trip(staged_data):
 
 
 def test_shipped_models_match_their_cards():
-    for name in ("rgb", "gray"):
+    for name in ("rgb", "gray", "rgb-photo"):
         card = zoo.model_card(name)
         model = zoo.load(name)
         assert card["sha256"] == model.sha256

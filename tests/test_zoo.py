@@ -44,6 +44,26 @@ def test_biased_files_of_every_release_still_decode(repo_models, release, kind):
     assert np.array_equal(np.asarray(out), np.asarray(Image.open(png)))
 
 
+def mirror256(crop128: np.ndarray) -> np.ndarray:
+    """kodim23-crop128 and its mirror images, 2 x 2: a 256x256 photo-like image (65,536 pixels: large
+    enough for the per-image bias and, from stop 21, for the `rgb-photo` default) with no new PNG."""
+    top = np.concatenate([crop128, crop128[:, ::-1]], axis=1)
+    return np.ascontiguousarray(np.concatenate([top, top[::-1]], axis=0))
+
+
+# Releases from stop 21 on also code mirror256(kodim23-crop128.png) with the default models, which
+# give it to `rgb-photo`: release -> that model's id.
+PHOTO_RELEASES: dict[str, str] = {}
+
+
+@pytest.mark.parametrize("release", sorted(PHOTO_RELEASES))
+def test_photo_model_files_of_every_release_still_decode(repo_models, release):
+    image = mirror256(np.asarray(Image.open(SHIPPED / "kodim23-crop128.png")))
+    data = (SHIPPED / f"{release}-rgb256.nlc").read_bytes()
+    assert [seg["model_id"] for seg in api.info(data)["segments"]] == [PHOTO_RELEASES[release]]
+    assert np.array_equal(api.decompress(data, as_array=True), image)
+
+
 def test_retired_models_are_named_by_their_hash_and_have_cards(repo_models):
     retired = zoo.retired_models()
     assert retired, "models/retired/ holds every model that was ever shipped and replaced"
