@@ -126,11 +126,15 @@ def retire(path: Path, replacement_sha: str | None = None) -> Path | None:
 
 def default_model(channels: int, pixels: int = 0) -> str:
     """The model a plane of ``channels`` channels and ``pixels`` pixels gets when none is named:
-    the photo model for large colour planes (if installed), otherwise ``rgb`` or ``gray``."""
-    photo = PHOTO_MODELS.get(channels)
-    if photo and pixels >= PHOTO_MIN_PIXELS and photo in list_models():
-        return photo
-    return DEFAULT_MODELS[channels]
+    the photo model for large colour planes, otherwise ``rgb`` or ``gray``.  The photo model is used
+    only where it is installed in the same folder as the ``rgb`` that would be used otherwise, so a
+    folder on ``$NELLOC_MODELS`` with its own ``rgb`` does not get the repository's photo model."""
+    plain, photo = DEFAULT_MODELS[channels], PHOTO_MODELS.get(channels)
+    if photo and pixels >= PHOTO_MIN_PIXELS:
+        models = list_models()
+        if photo in models and (plain not in models or models[photo].parent == models[plain].parent):
+            return photo
+    return plain
 
 
 def model_size_bytes(name: str) -> int:

@@ -143,9 +143,12 @@ def test_a_named_model_wins_over_the_photo_default(photo_models):
     assert [seg["model"] for seg in nelloc.info(data)["segments"]] == ["rgb"]
 
 
-def test_without_the_photo_model_large_planes_get_rgb(tiny_models):
-    assert "rgb-photo" not in zoo.list_models()
+def test_a_photo_model_from_another_folder_than_rgb_is_not_the_default(tiny_models):
+    """The tiny 'rgb' is on $NELLOC_MODELS; the repository's 'rgb-photo' comes later on the search path."""
+    assert zoo.model_path("rgb").parent == tiny_models
     assert zoo.default_model(3, zoo.PHOTO_MIN_PIXELS) == "rgb" and zoo.default_model(1, 1 << 20) == "gray"
+    data = nelloc.compress(smooth_image(256, 256, 3), adapt_bias=False)
+    assert [seg["model"] for seg in nelloc.info(data)["segments"]] == ["rgb"]
 
 
 @pytest.mark.parametrize("mode", ["LA", "RGBA"])
