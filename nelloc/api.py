@@ -23,7 +23,7 @@ from PIL import Image, ImageMode, UnidentifiedImageError
 from nelloc import container as ct
 from nelloc import zoo
 from nelloc.adapt import DEFAULT_BLOCK
-from nelloc.codec import DEFAULT_TILE, PlaneJob, decode_planes, encode_segments, resolve_device
+from nelloc.codec import DEFAULT_TILE, PlaneJob, choose_model, decode_planes, encode_segments, resolve_device
 from nelloc.errors import BadStreamError, ModelError, NellocError, UnsupportedImageError
 
 ImageLike = Union[np.ndarray, Image.Image, str, Path, bytes]
@@ -115,6 +115,12 @@ def _planes(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return main, alpha
 
 
+def _default_model(plane: np.ndarray, tile: int) -> str:
+    """The installed default that codes this plane best (``codec.choose_model``)."""
+    names = zoo.default_candidates(plane.shape[2])
+    return names[choose_model([zoo.load(n) for n in names], plane, tile)] if len(names) > 1 else names[0]
+
+
 def _neural_segment(plane: np.ndarray, model_name: str, tile: int) -> ct.Segment:
     """A neural segment whose payload is filled in later, when its model codes a batch of planes."""
     return ct.Segment(ct.SEG_NEURAL, plane.shape[2], model_name, b"", tile, payload=b"")
@@ -200,7 +206,7 @@ def _container(im: Image.Image, model, alpha_model, tile: int, jobs: dict, keep_
         c.segments.append(_fallback_segment(im))
         return c
     main, alpha = _planes(im)
-    planes = [(main, model or zoo.default_model(main.shape[2], main.shape[0] * main.shape[1]))]
+    planes = [(main, model or _default_model(main, tile))]
     if alpha is not None and (alpha == alpha.flat[0]).all():
         c.segments.append(ct.Segment(ct.SEG_CONSTANT, 1, value=int(alpha.flat[0])))
     elif alpha is not None:

@@ -214,6 +214,28 @@ def _choose_bias(model: ExactModel, grid: TileGrid, pixels: np.ndarray) -> np.nd
     return bias if saving > adapt.MARGIN_BITS and bias.any() else None
 
 
+def choose_model(models: Sequence[ExactModel], pixels: np.ndarray, tile: int = DEFAULT_TILE) -> int:
+    """Index of the model that codes the plane (H, W, C) in the fewest bits, as estimated from the
+    float code length of up to 8,192 sampled pixels (``adapt.bias_sample_rows``; all of a smaller
+    plane) without offsets or bias; the first on a tie.  On the CPU with one thread, like the bias
+    fit, so the choice (which the file records as its model id) never depends on device or threads."""
+    if len(models) == 1:
+        return 0
+    h, w, c = pixels.shape
+    index = adapt.bias_sample_rows(h * w)
+    values = torch.from_numpy(pixels.reshape(h * w, c)[index].astype(np.float32))
+    cpu = torch.device("cpu")
+    estimates = []
+    with _torch_threads(1), torch.no_grad():
+        for model in models:
+            model = model if model.device == cpu else ExactModel(model.tensors, model.cfg, model.name)
+            x = TileGrid(h, w, tile, model.cfg.horizon, c).neighbourhoods(pixels, index)
+            lo, hi = (torch.from_numpy(b.astype(np.float32)) for b in model.output_bounds())
+            pre = model.tail(*model.tail_inputs(x))
+            estimates.append(float(adapt.surrogate_bits(pre, lo, hi, values, model.cfg.mixtures)))
+    return int(np.argmin(estimates))
+
+
 def _encode_threads(pixels: int) -> int:
     """Small images encode faster on one torch thread (no fork/join per tiny matmul)."""
     return 1 if pixels < SMALL_IMAGE else torch.get_num_threads()

@@ -21,9 +21,10 @@ from nelloc.exact import ExactModel
 
 DEFAULT_MODELS = {1: "gray", 3: "rgb"}
 DEFAULT_MODEL = DEFAULT_MODELS[3]
-# Colour planes of at least PHOTO_MIN_PIXELS get the model fine-tuned on photographs where it is
-# installed: on 6 Kodak photos it codes 0.6% smaller than `rgb`, on CIFAR-10 thumbnails 0.9% larger
-# (docs/models.md).  The threshold is the per-image bias's (adapt.BIAS_MIN_PIXELS): 256 x 256.
+# The model fine-tuned on photographs: the encoder estimates each colour plane's code length under
+# it and under `rgb` and takes the smaller (codec.choose_model).  On Kodak photos it codes 0.74%
+# smaller than `rgb`, on CIFAR-10 thumbnails 0.9% larger (docs/models.md).  ``default_model`` (no
+# estimate: for the float likelihood) gives it to colour planes of PHOTO_MIN_PIXELS and more.
 PHOTO_MODELS = {3: "rgb-photo"}
 PHOTO_MIN_PIXELS = 1 << 16
 RETIRED = "retired"
@@ -124,17 +125,24 @@ def retire(path: Path, replacement_sha: str | None = None) -> Path | None:
     return dest
 
 
-def default_model(channels: int, pixels: int = 0) -> str:
-    """The model a plane of ``channels`` channels and ``pixels`` pixels gets when none is named:
-    the photo model for large colour planes, otherwise ``rgb`` or ``gray``.  The photo model is used
-    only where it is installed in the same folder as the ``rgb`` that would be used otherwise, so a
-    folder on ``$NELLOC_MODELS`` with its own ``rgb`` does not get the repository's photo model."""
+def default_candidates(channels: int) -> list[str]:
+    """The models the encoder chooses from for a plane of ``channels`` channels when none is named:
+    ``rgb`` and the photo model for colour, ``gray`` for grey.  The photo model only where it is
+    installed in the same folder as the ``rgb`` in use, so a folder on ``$NELLOC_MODELS`` with its
+    own ``rgb`` does not get the repository's photo model."""
     plain, photo = DEFAULT_MODELS[channels], PHOTO_MODELS.get(channels)
-    if photo and pixels >= PHOTO_MIN_PIXELS:
+    if photo:
         models = list_models()
         if photo in models and (plain not in models or models[photo].parent == models[plain].parent):
-            return photo
-    return plain
+            return [plain, photo]
+    return [plain]
+
+
+def default_model(channels: int, pixels: int = 0) -> str:
+    """One default without looking at the pixels: the photo model (if a candidate) for colour
+    planes of ``PHOTO_MIN_PIXELS`` or more, otherwise ``rgb`` or ``gray``."""
+    names = default_candidates(channels)
+    return names[-1] if pixels >= PHOTO_MIN_PIXELS else names[0]
 
 
 def model_size_bytes(name: str) -> int:

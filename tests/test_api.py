@@ -125,13 +125,36 @@ def photo_models(tiny_models_dir, tmp_path, monkeypatch):
     return d
 
 
+def _sharpened(model: exact.ExactModel) -> exact.ExactModel:
+    """``model`` with every log-scale output lowered by 2.5 (its predictions far too sharp)."""
+    from nelloc.model import output_layout
+
+    bias = np.concatenate([np.full(n, -40 if kind == "logscale" else 0) for kind, n in output_layout(model.cfg)])
+    return model.with_bias(bias)
+
+
+def test_choose_model_takes_the_model_that_codes_the_plane_in_fewer_bits(tiny_models):
+    from nelloc import codec
+
+    good = zoo.load("rgb")
+    bad = _sharpened(good)
+    for h, w in [(9, 13), (40, 30), (64, 64)]:
+        plane = smooth_image(h, w, 3, seed=h)
+        assert codec.plane_code_length(good, plane) < codec.plane_code_length(bad, plane)
+        assert codec.choose_model([good, bad], plane) == 0 and codec.choose_model([bad, good], plane) == 1
+
+
 @pytest.mark.parametrize("mode", ["RGB", "RGBA"])
-def test_large_colour_planes_get_the_photo_model_small_ones_rgb(photo_models, mode):
-    side = int(zoo.PHOTO_MIN_PIXELS**0.5)
-    for (h, w), expected in [((side, side), "rgb-photo"), ((side - 1, side), "rgb"), ((8, 8), "rgb")]:
+def test_default_colour_model_is_the_candidate_the_estimate_picks(photo_models, mode):
+    from nelloc import codec
+
+    assert zoo.default_candidates(3) == ["rgb", "rgb-photo"] and zoo.default_candidates(1) == ["gray"]
+    candidates = [zoo.load(n) for n in zoo.default_candidates(3)]
+    for h, w in [(8, 8), (30, 41), (64, 64)]:
         arr = smooth_image(h, w, CHANNELS[mode], seed=h)
         arr[..., 3:] = np.arange(w, dtype=np.uint8)[None, :, None]  # a varying alpha: a gray-coded plane
-        data = nelloc.compress(arr, adapt_bias=False)
+        expected = zoo.default_candidates(3)[codec.choose_model(candidates, np.ascontiguousarray(arr[..., :3]))]
+        data = nelloc.compress(arr)
         models = [seg["model"] for seg in nelloc.info(data)["segments"]]
         assert models == ([expected] if mode == "RGB" else [expected, "gray"])
         assert np.array_equal(nelloc.decompress(data, as_array=True), arr)
@@ -143,9 +166,10 @@ def test_a_named_model_wins_over_the_photo_default(photo_models):
     assert [seg["model"] for seg in nelloc.info(data)["segments"]] == ["rgb"]
 
 
-def test_a_photo_model_from_another_folder_than_rgb_is_not_the_default(tiny_models):
+def test_a_photo_model_from_another_folder_than_rgb_is_not_a_candidate(tiny_models):
     """The tiny 'rgb' is on $NELLOC_MODELS; the repository's 'rgb-photo' comes later on the search path."""
     assert zoo.model_path("rgb").parent == tiny_models
+    assert zoo.default_candidates(3) == ["rgb"]
     assert zoo.default_model(3, zoo.PHOTO_MIN_PIXELS) == "rgb" and zoo.default_model(1, 1 << 20) == "gray"
     data = nelloc.compress(smooth_image(256, 256, 3), adapt_bias=False)
     assert [seg["model"] for seg in nelloc.info(data)["segments"]] == ["rgb"]
