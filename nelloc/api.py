@@ -116,9 +116,12 @@ def _planes(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _default_model(plane: np.ndarray, tile: int) -> str:
-    """The installed default that codes this plane best (``codec.choose_model``)."""
+    """The installed default that codes this plane best (``codec.choose_model``); thumbnails, below
+    ``zoo.PHOTO_MIN_PIXELS``, get the first candidate without the estimate."""
     names = zoo.default_candidates(plane.shape[2])
-    return names[choose_model([zoo.load(n) for n in names], plane, tile)] if len(names) > 1 else names[0]
+    if len(names) == 1 or plane.shape[0] * plane.shape[1] < zoo.PHOTO_MIN_PIXELS:
+        return names[0]
+    return names[choose_model([zoo.load(n) for n in names], plane, tile)]
 
 
 def _neural_segment(plane: np.ndarray, model_name: str, tile: int) -> ct.Segment:

@@ -224,8 +224,8 @@ def main() -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", help="Output file (one input only).")
 @click.option("--out-dir", help="Folder for the outputs (default: beside each input).")
-@click.option("--model", help="Model for the colour / grey planes (default: rgb or rgb-photo, whichever the "
-              "encoder estimates codes the plane smaller; gray).")
+@click.option("--model", help="Model for the colour / grey planes (default: colour planes of 16,384+ pixels get "
+              "rgb or rgb-photo, whichever the encoder estimates codes them smaller, smaller ones rgb; gray).")
 @click.option("--tile", type=click.IntRange(0, 65536), default=None, help="Tile size in pixels (0 = untiled; default 96).")
 @click.option("--adapt-block", type=click.IntRange(0, 65536), default=None,
               help="Side of the squares that get their own log-scale offset per channel (0 = none; default 48).")

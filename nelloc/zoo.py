@@ -21,12 +21,13 @@ from nelloc.exact import ExactModel
 
 DEFAULT_MODELS = {1: "gray", 3: "rgb"}
 DEFAULT_MODEL = DEFAULT_MODELS[3]
-# The model fine-tuned on photographs: the encoder estimates each colour plane's code length under
-# it and under `rgb` and takes the smaller (codec.choose_model).  On Kodak photos it codes 0.74%
-# smaller than `rgb`, on CIFAR-10 thumbnails 0.9% larger (docs/models.md).  ``default_model`` (no
-# estimate: for the float likelihood) gives it to colour planes of PHOTO_MIN_PIXELS and more.
+# The model fine-tuned on photographs: for colour planes of PHOTO_MIN_PIXELS and more the encoder
+# estimates the code length under it and under `rgb` and takes the smaller (codec.choose_model);
+# smaller planes (thumbnails) get `rgb`.  On Kodak photos it codes 0.74% smaller than `rgb`, on
+# CIFAR-10 thumbnails 0.9% larger; choosing per 32x32 thumbnail would save 0.16% there but double
+# its encoding time (17 -> 33 ms), hence the threshold (docs/models.md).
 PHOTO_MODELS = {3: "rgb-photo"}
-PHOTO_MIN_PIXELS = 1 << 16
+PHOTO_MIN_PIXELS = 1 << 14
 RETIRED = "retired"
 ID_HEX = 16  # hex digits of the SHA-256 in a retired model's file name
 
@@ -139,8 +140,8 @@ def default_candidates(channels: int) -> list[str]:
 
 
 def default_model(channels: int, pixels: int = 0) -> str:
-    """One default without looking at the pixels: the photo model (if a candidate) for colour
-    planes of ``PHOTO_MIN_PIXELS`` or more, otherwise ``rgb`` or ``gray``."""
+    """One default without looking at the pixels (the float likelihood's): the photo model (if a
+    candidate) for colour planes of ``PHOTO_MIN_PIXELS`` or more, otherwise ``rgb`` or ``gray``."""
     names = default_candidates(channels)
     return names[-1] if pixels >= PHOTO_MIN_PIXELS else names[0]
 
