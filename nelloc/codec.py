@@ -197,6 +197,11 @@ class CodedPlane(NamedTuple):
     bias: tuple[int, ...] | None = None  # per-image bias of the last layers (None: the model as shipped)
 
 
+def _on_cpu(model: ExactModel) -> ExactModel:
+    """``model`` itself if it is on the CPU, else a CPU copy (for the encoder's float estimates)."""
+    return model if model.device == torch.device("cpu") else ExactModel(model.tensors, model.cfg, model.name)
+
+
 def _choose_bias(model: ExactModel, grid: TileGrid, pixels: np.ndarray) -> np.ndarray | None:
     """The plane's bias (``adapt.fit_bias``), or None where it would not pay."""
     n = grid.height * grid.width
@@ -204,8 +209,7 @@ def _choose_bias(model: ExactModel, grid: TileGrid, pixels: np.ndarray) -> np.nd
         return None
     # The fit is float arithmetic: on the CPU with one thread, whatever the device and thread count,
     # so that they never change the file (its inputs, the network's integers, are exact anywhere).
-    cpu = torch.device("cpu")
-    fit_model = model if model.device == cpu else ExactModel(model.tensors, model.cfg, model.name)
+    fit_model = _on_cpu(model)
     steps, sample = adapt.bias_effort(n)
     index = adapt.bias_sample_rows(n, sample)
     x = grid.neighbourhoods(pixels, index)
@@ -224,12 +228,13 @@ def choose_model(models: Sequence[ExactModel], pixels: np.ndarray, tile: int = D
     h, w, c = pixels.shape
     index = adapt.bias_sample_rows(h * w)
     values = torch.from_numpy(pixels.reshape(h * w, c)[index].astype(np.float32))
-    cpu = torch.device("cpu")
-    estimates = []
+    estimates, neighbourhoods = [], {}
     with _torch_threads(1), torch.no_grad():
-        for model in models:
-            model = model if model.device == cpu else ExactModel(model.tensors, model.cfg, model.name)
-            x = TileGrid(h, w, tile, model.cfg.horizon, c).neighbourhoods(pixels, index)
+        for model in map(_on_cpu, models):
+            horizon = model.cfg.horizon
+            if horizon not in neighbourhoods:  # the same for every model of this horizon
+                neighbourhoods[horizon] = TileGrid(h, w, tile, horizon, c).neighbourhoods(pixels, index)
+            x = neighbourhoods[horizon]
             lo, hi = (torch.from_numpy(b.astype(np.float32)) for b in model.output_bounds())
             pre = model.tail(*model.tail_inputs(x))
             estimates.append(float(adapt.surrogate_bits(pre, lo, hi, values, model.cfg.mixtures)))
