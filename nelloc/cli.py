@@ -507,7 +507,8 @@ def _check_calib_quantile(value: float) -> float:
 @click.option("--mixtures", type=int, default=10, show_default=True)
 @click.option("--kind", type=click.Choice(["local", "full"]), default="local", show_default=True)
 @click.option("--skip/--no-skip", default=False, show_default=True,
-              help="Local models: add a linear layer from the neighbourhood to the mixture parameters.")
+              help="Add a linear layer from the neighbourhood to the mixture parameters (full models: so that "
+                   "they can start from a local model that has one).")
 @click.option("--act-bits", type=click.IntRange(4, 12), default=8, show_default=True,
               help="Local models: hidden activations are integers 0..2^BITS-1 in the exact model "
               "(10: finer, within the exact-sum bound up to width 128).")

@@ -41,7 +41,7 @@ class ModelConfig:
     width: int = 256
     mixtures: int = 10
     kind: str = "local"  # "local" (1x1 residual blocks) or "full" (3x3 middle convolution)
-    skip: bool = False  # local only: a linear layer from the gathered neighbourhood to the outputs
+    skip: bool = False  # a linear layer from the causal neighbourhood to the outputs (full: a mask-A conv)
     act_bits: int = 8  # hidden activations are integers 0 .. 2**act_bits - 1 in the exact model
     joint: bool = False  # colour: components shared across a pixel's channels (mixture.log_prob_joint)
 
@@ -216,9 +216,7 @@ class PixelCNN(nn.Module):
         with torch.no_grad():
             self.out.weight.mul_(0.1)
             self.out.bias.zero_()
-        if cfg.skip:
-            if cfg.kind != "local":
-                raise ValueError("the linear skip exists only in local models")
+        if cfg.skip:  # full models too, so that one can start as exactly a local model with a skip
             self.skip = nn.Parameter(torch.zeros(cfg.out_channels, cfg.fan_in))
         self.quantize = cfg.kind == "local"
         self.amp = False  # bfloat16 autocast for the trunk (training on CUDA); see raw_outputs
@@ -238,13 +236,28 @@ class PixelCNN(nn.Module):
         amp = self.amp and not q
         if self.cfg.kind == "local":
             return self._local_outputs(h, q, amp)
+        x_in = h
         with self._autocast(h, amp):
             h = self.first_act(self.first(h, q), q)
             for block in self.blocks:
                 h = block(h, q)
             h = self.head_act(self.head(h, q), q)
         with self._autocast(h, False):
-            return self.out(h.float(), q).permute(0, 2, 3, 1)
+            out = self.out(h.float(), q)
+            if self.cfg.skip:
+                out = out + F.conv2d(x_in, self.skip_kernel(), padding=self.cfg.horizon)
+            return out.permute(0, 2, 3, 1)
+
+    def skip_kernel(self) -> torch.Tensor:
+        """The linear skip as a (mask A) convolution kernel (out, channels + 1, 2h+1, 2h+1): weight
+        ``skip[:, tap * (channels + 1) + c]`` sits at the tap's offset, as in ``_local_outputs``."""
+        hz, cin = self.cfg.horizon, self.cfg.channels + 1
+        k = 2 * hz + 1
+        kernel = self.skip.new_zeros(self.skip.shape[0], cin, k, k)
+        per_tap = self.skip.reshape(self.skip.shape[0], -1, cin)
+        for i, (dy, dx) in enumerate(causal_offsets(hz)):
+            kernel[:, :, hz + dy, hz + dx] = per_tap[:, i]
+        return kernel
 
     def _local_outputs(self, h: torch.Tensor, q: bool, amp: bool = False) -> torch.Tensor:
         """The local model as what it is: a gather of the 24 causal neighbours, then a per-pixel

@@ -138,23 +138,27 @@ def test_cli_train_then_export(image_folder, tmp_path, skip):
     assert r.exit_code != 0 and "16" in r.output and "Traceback" not in r.output
 
 
-def test_warm_started_full_model_starts_as_the_local_model():
+@pytest.mark.parametrize("skip", [False, True])
+def test_warm_started_full_model_starts_as_the_local_model(skip):
     from nelloc.model import ModelConfig, PixelCNN
     from nelloc.train import warm_start
 
     torch.manual_seed(0)
-    local = PixelCNN(ModelConfig(channels=3, width=16, mixtures=4, res_blocks=1, kind="local"))
+    local = PixelCNN(ModelConfig(channels=3, width=16, mixtures=4, res_blocks=1, kind="local", skip=skip))
     with torch.no_grad():  # a "trained" local model: weights well away from their init
         for p in local.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    full = PixelCNN(ModelConfig(channels=3, width=16, mixtures=4, res_blocks=3, kind="full"))
-    local.quantize = full.quantize = False
     x = torch.randint(0, 256, (2, 3, 12, 12)).float()
-    assert (full.bits(x) - local.bits(x)).abs().max() > 1.0  # different before
-    warm_start(full, local)
-    assert torch.allclose(full.bits(x), local.bits(x), rtol=1e-3)
+    for blocks, rtol in ((1, 1e-5), (3, 1e-3)):  # one block: the same function; added blocks: ~identity
+        full = PixelCNN(ModelConfig(channels=3, width=16, mixtures=4, res_blocks=blocks, kind="full", skip=skip))
+        local.quantize = full.quantize = False
+        assert (full.bits(x) - local.bits(x)).abs().max() > 1.0  # different before
+        warm_start(full, local)
+        assert torch.allclose(full.bits(x), local.bits(x), rtol=rtol)
     with pytest.raises(ValueError):
         warm_start(full, PixelCNN(ModelConfig(channels=1, width=16, mixtures=4, kind="local")))
+    with pytest.raises(ValueError):  # a full model cannot start from a local model of the other skip setting
+        warm_start(full, PixelCNN(ModelConfig(channels=3, width=16, mixtures=4, kind="local", skip=not skip)))
 
 
 def test_warm_start_of_a_local_model_from_a_local_model_is_a_copy():
