@@ -366,7 +366,10 @@ def load_float_model(run_dir: str | Path, which: str = "best") -> PixelCNN:
     else:
         state = torch.load(Path(run_dir) / "last.pt", map_location="cpu", weights_only=True)["model"]
     model.load_state_dict(state)
-    model.quantize = model.is_calibrated()  # runs that never reached fake quantisation stay float
+    # a run is evaluated as it trained last: float unless its final steps were fake-quantised (a run
+    # started from a quantised model and trained float has calibrated scales but is a float model)
+    last_step_quantized = cfg.model.kind == "local" and cfg.steps - 1 >= int(cfg.qat_start * cfg.steps)
+    model.quantize = model.is_calibrated() and last_step_quantized
     return model.eval()
 
 

@@ -28,8 +28,9 @@ def image_folder(tmp_path):
 
 def tiny_config(folder, steps=12, **kw) -> TrainConfig:
     kw.setdefault("data", [str(folder)])
+    kw.setdefault("qat_start", 0.5)
     return TrainConfig(model=ModelConfig(width=8, mixtures=2), crop=12, batch=4, lr=3e-3,
-                       steps=steps, val_every=6, ckpt_every=3, val_crops=4, qat_start=0.5, warmup=2, **kw)
+                       steps=steps, val_every=6, ckpt_every=3, val_crops=4, warmup=2, **kw)
 
 
 def test_training_reduces_loss(image_folder, tmp_path):
@@ -66,6 +67,15 @@ def test_an_extension_leg_forgets_the_best_model_of_the_previous_leg(image_folde
     assert not (tmp_path / "run" / "best_model.pt").exists() and leg2.best_val == float("inf")
     leg2.run(quiet=True)
     assert (tmp_path / "run" / "best_model.pt").exists() and leg2.best_val < float("inf")
+
+
+def test_a_run_loads_as_it_trained_last_quantised_or_float(image_folder, tmp_path):
+    Trainer(tiny_config(image_folder), tmp_path / "qat").run(quiet=True)  # fake-quantised from step 6
+    assert load_float_model(tmp_path / "qat", "last").quantize
+    # continued in float from the quantised model (an OOD local expert): calibrated, but a float model
+    Trainer(tiny_config(image_folder, init_from=str(tmp_path / "qat"), qat_start=1.0), tmp_path / "float").run(quiet=True)
+    model = load_float_model(tmp_path / "float", "last")
+    assert model.is_calibrated() and not model.quantize
 
 
 @pytest.mark.parametrize("act_bits", [8, 10])
