@@ -137,6 +137,11 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
+def quantizing_at(cfg: TrainConfig, step: int) -> bool:
+    """Whether step ``step`` of a run with this configuration trains with fake quantisation."""
+    return cfg.model.kind == "local" and step >= int(cfg.qat_start * cfg.steps)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path) -> None:
         self.cfg = cfg
@@ -211,7 +216,7 @@ class Trainer:
         return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
     def quantizing(self, step: int) -> bool:
-        return self.cfg.model.kind == "local" and step >= int(self.cfg.qat_start * self.cfg.steps)
+        return quantizing_at(self.cfg, step)
 
     def train_step(self) -> float:
         self.model.quantize = self.quantizing(self.step)
@@ -368,8 +373,7 @@ def load_float_model(run_dir: str | Path, which: str = "best") -> PixelCNN:
     model.load_state_dict(state)
     # a run is evaluated as it trained last: float unless its final steps were fake-quantised (a run
     # started from a quantised model and trained float has calibrated scales but is a float model)
-    last_step_quantized = cfg.model.kind == "local" and cfg.steps - 1 >= int(cfg.qat_start * cfg.steps)
-    model.quantize = model.is_calibrated() and last_step_quantized
+    model.quantize = model.is_calibrated() and quantizing_at(cfg, cfg.steps - 1)
     return model.eval()
 
 
