@@ -47,6 +47,8 @@ class TrainConfig:
     device: str = "cpu"
     init_from: str = ""  # a local run whose model starts this full model (see warm_start)
     amp: str = "auto"  # bfloat16 autocast of the trunk in the float phase: "auto" (on CUDA), "on", "off"
+    sampler: str = "loop"  # "vector": the same crop distribution drawn with array operations (another
+    #                        stream of crops; 2x faster at batch 256: 4 vs 9 ms on the CPU VM)
 
     @classmethod
     def from_overrides(cls, overrides: dict) -> "TrainConfig":
@@ -84,6 +86,51 @@ class CropSampler:
         return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
 
 
+class VectorCropSampler(CropSampler):
+    """CropSampler's distribution (source by weight, image uniformly, position uniformly, flip with
+    probability 1/2) drawn for a whole batch at once: one gather per source of equal-sized images
+    (CIFAR-10) and one per distinct image otherwise."""
+
+    def __init__(self, sources: list[tuple[list[np.ndarray], float]], crop: int, seed: int) -> None:
+        super().__init__(sources, crop, seed)
+        self.stacked = [np.stack(imgs) if len({im.shape for im in imgs}) == 1 else None for imgs in self.sources]
+        self.shapes = [np.array([im.shape[:2] for im in imgs]) for imgs in self.sources]
+
+    def batch(self, n: int, rng: np.random.Generator | None = None) -> torch.Tensor:
+        rng = rng or self.rng
+        c = self.crop
+        src = rng.choice(len(self.sources), size=n, p=self.weights)
+        pick, ys, xs, flip = (rng.random(n) for _ in range(4))
+        first = self.sources[0][0]
+        out = np.empty((n, c, c) + first.shape[2:], dtype=np.uint8)
+        for s in np.unique(src):
+            rows = np.flatnonzero(src == s)
+            which = (pick[rows] * len(self.sources[s])).astype(np.int64)
+            h, w = self.shapes[s][which].T
+            if (h < c).any() or (w < c).any():  # tiny images: padded crops, one at a time
+                for r in rows:
+                    out[r] = self._one(rng)
+                continue
+            y = (ys[rows] * (h - c + 1)).astype(np.int64)
+            x = (xs[rows] * (w - c + 1)).astype(np.int64)
+            if self.stacked[s] is not None:
+                win = np.lib.stride_tricks.sliding_window_view(self.stacked[s], (c, c), axis=(1, 2))
+                out[rows] = np.moveaxis(win[which, y, x], (-2, -1), (1, 2))
+                continue
+            for i in np.unique(which):
+                sel = which == i
+                win = np.lib.stride_tricks.sliding_window_view(self.sources[s][i], (c, c), axis=(0, 1))
+                out[rows[sel]] = np.moveaxis(win[y[sel], x[sel]], (-2, -1), (1, 2))
+        flipped = flip < 0.5
+        out[flipped] = out[flipped, :, ::-1]
+        if out.ndim == 3:
+            out = out[..., None]
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float()
+
+
+SAMPLERS = {"loop": CropSampler, "vector": VectorCropSampler}
+
+
 def _parse_source(spec: str) -> tuple[str, int, float]:
     """``"clic/2:0.3"`` -> ("clic", 2, 0.3): a set, the factor its images are shrunk by, its weight."""
     source, _, weight = spec.partition(":")
@@ -115,7 +162,9 @@ def build_samplers(cfg: TrainConfig) -> tuple[CropSampler, torch.Tensor]:
         train, val = _split(imgs)
         train_sources.append((train, weight))
         val_sources.append((val, weight))
-    sampler = CropSampler(train_sources, cfg.crop, cfg.seed)
+    if cfg.sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, not {cfg.sampler!r}")
+    sampler = SAMPLERS[cfg.sampler](train_sources, cfg.crop, cfg.seed)
     val_rng = np.random.default_rng(cfg.seed + 1)
     val = CropSampler(val_sources, cfg.crop, cfg.seed + 1).batch(cfg.val_crops, val_rng)
     return sampler, val
@@ -305,8 +354,10 @@ def warm_start(full: PixelCNN, local: PixelCNN) -> None:
         missing, unexpected = full.load_state_dict(local.state_dict(), strict=False)
         assert missing == ["skip"] and not unexpected  # the new skip starts at zero: the same model
         return
-    if fc.kind == lc.kind == "local" and fc.width > lc.width and replace(fc, width=lc.width) == lc:
-        widen(full, local)
+    if fc.kind == lc.kind == "local" and fc.width > lc.width and replace(fc, width=lc.width, act_bits=lc.act_bits) == lc:
+        widen(full, local)  # e.g. 10-bit activations at width 128 to 9 bits at 256 (the 2**24 bound)
+        if fc.act_bits != lc.act_bits:
+            change_act_bits(full, lc.act_bits)
         return
     if fc.kind != "full" or lc.kind != "local" or (fc.channels, fc.horizon, fc.width, fc.mixtures, fc.skip) != (
             lc.channels, lc.horizon, lc.width, lc.mixtures, lc.skip) or lc.res_blocks != 1:

@@ -3,9 +3,11 @@
 # wheel for its Python 3.12, and the data one job reads.  Run here, in the repository root:
 #     sh scripts/gpu_stage.sh bench     # Kodak (15 MB): the CUDA <-> CPU interchange benchmark
 #     sh scripts/gpu_stage.sh train     # rgb training mix: CIFAR-10 train, classic, a CLIC subset
+#     sh scripts/gpu_stage.sh photo     # rgb-photo's mix: CIFAR-10 train and all of CLIC shrunk 2x
+#                                       #   and 4x (.dev/data/clic_2, clic_4), plus Kodak 1-6 (bench)
 # then call the device tool with carry [".dev"] (and the run folder for training): docs/gpu.md.
 set -eu
-job=${1:?usage: gpu_stage.sh bench|train}
+job=${1:?usage: gpu_stage.sh bench|train|photo}
 src=${NELLOC_DATA:-../shared/data}
 rm -rf .dev
 mkdir -p .dev/whl .dev/data
@@ -26,7 +28,29 @@ train)
         cp "$src/clic2025_valid/$f" .dev/data/clic2025_valid/
         total=$((total + size))
     done ;;
+photo)
+    # the mix "cifar10-train:0.5 clic/2:0.25 clic/4:0.25" with CLIC shrunk here (nelloc.data.downscale,
+    # same files, same order, so the same held-out images): all 26 photos fit, where the full-size set
+    # does not; name them as paths: .dev/data/clic_2:0.25
+    cp "$src/cifar10_train_subset.npz" .dev/data/
+    mkdir -p .dev/data/kodak
+    cp "$src"/kodak/kodim0[1-6].png .dev/data/kodak/
+    python - "$src/clic2025_valid" .dev/data <<'PY'
+import sys
+from pathlib import Path
+import numpy as np
+from PIL import Image
+from nelloc.data import downscale
+src, out = Path(sys.argv[1]), Path(sys.argv[2])
+for f in (2, 4):
+    (out / f"clic_{f}").mkdir()
+for p in sorted(src.glob("*.png")):
+    img = np.asarray(Image.open(p).convert("RGB"))
+    for f in (2, 4):
+        Image.fromarray(downscale(img, f)).save(out / f"clic_{f}" / p.name, compress_level=9)
+PY
+    ;;
 *)
-    echo "gpu_stage.sh: unknown job $job (bench or train)" >&2; exit 2 ;;
+    echo "gpu_stage.sh: unknown job $job (bench, train or photo)" >&2; exit 2 ;;
 esac
 du -sh .dev
