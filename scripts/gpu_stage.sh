@@ -5,9 +5,10 @@
 #     sh scripts/gpu_stage.sh train     # rgb training mix: CIFAR-10 train, classic, a CLIC subset
 #     sh scripts/gpu_stage.sh photo     # rgb-photo's mix: CIFAR-10 train and all of CLIC shrunk 2x
 #                                       #   and 4x (.dev/data/clic_2, clic_4), plus Kodak 1-6 (bench)
+#     sh scripts/gpu_stage.sh ood       # the grey OOD pairs' training sets: Fashion-MNIST and MNIST train
 # then call the device tool with carry [".dev"] (and the run folder for training): docs/gpu.md.
 set -eu
-job=${1:?usage: gpu_stage.sh bench|train|photo}
+job=${1:?usage: gpu_stage.sh bench|train|photo|ood}
 src=${NELLOC_DATA:-../shared/data}
 rm -rf .dev
 mkdir -p .dev/whl .dev/data
@@ -50,7 +51,9 @@ for p in sorted(src.glob("*.png")):
         Image.fromarray(downscale(img, f)).save(out / f"clic_{f}" / p.name, compress_level=9)
 PY
     ;;
+ood)
+    cp "$src/fashion_mnist_train.npz" "$src/mnist_train.npz" .dev/data/ ;;
 *)
-    echo "gpu_stage.sh: unknown job $job (bench, train or photo)" >&2; exit 2 ;;
+    echo "gpu_stage.sh: unknown job $job (bench, train, photo or ood)" >&2; exit 2 ;;
 esac
 du -sh .dev

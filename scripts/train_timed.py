@@ -31,6 +31,8 @@ p.add_argument("--snapshots", type=int, default=4)
 p.add_argument("--every", type=float, default=0.015, help="snapshot spacing as a fraction of the steps")
 p.add_argument("--probe", type=int, default=60)
 p.add_argument("--margin", type=float, default=0.82, help="fraction of the float-step estimate planned")
+p.add_argument("--steps-like", metavar="RUN",
+               help="train as many steps as RUN plans (waits for its plan.json): equal budget for an OOD pair")
 args = p.parse_args()
 
 t_start = time.perf_counter()
@@ -57,7 +59,17 @@ trainer.run(steps=first + args.probe, quiet=True)
 step_s = (time.perf_counter() - t0) / (args.probe - 10)
 left = deadline - time.perf_counter() - 30  # averaging and packing
 total = trainer.step + int(left / step_s * args.margin)
+if args.steps_like:
+    plan = Path(args.steps_like) / "plan.json"
+    while not plan.exists() and time.perf_counter() < deadline - 60:
+        time.sleep(2)
+    if not plan.exists():
+        raise SystemExit(f"train_timed: {plan} did not appear in time")
+    total = json.loads(plan.read_text())["steps"]
+if total <= trainer.step + args.snapshots:
+    raise SystemExit(f"train_timed: {args.seconds:.0f} s leave no time to train after the probe ({step_s:.3f} s/step)")
 cfg.steps = total
+(run / "plan.json").write_text(json.dumps({"steps": total}) + "\n")
 gap = max(1, int(args.every * total))
 snaps = [total - gap * k for k in reversed(range(args.snapshots))]
 print(f"{run}: {step_s * 1000:.1f} ms/step after {args.probe} steps; planned {total} steps "

@@ -218,6 +218,70 @@ def test_a_wider_local_model_warm_started_from_a_narrow_one_starts_equal_and_lea
         warm_start(narrow, wide)
 
 
+def test_widening_to_fewer_activation_bits_keeps_each_layers_range():
+    from nelloc.model import ActQuant, ModelConfig, PixelCNN
+    from nelloc.train import calibrate_activations, warm_start
+
+    torch.manual_seed(4)
+    cfg = ModelConfig(channels=3, width=12, mixtures=4, kind="local", skip=True, act_bits=10)
+    narrow = PixelCNN(cfg)
+    calibrate_activations(narrow, torch.randint(0, 256, (2, 3, 12, 12)).float())
+    wide = PixelCNN(ModelConfig(**{**cfg.to_dict(), "width": 20, "act_bits": 9}))
+    warm_start(wide, narrow)
+    acts = lambda m: [a for a in m.modules() if isinstance(a, ActQuant)]
+    for a9, a10 in zip(acts(wide), acts(narrow)):  # range = step * levels: the same clamp, a coarser grid
+        assert (a9.qmax, a10.qmax) == (511, 1023)
+        assert torch.allclose(a9.log_scale.exp() * 511, a10.log_scale.exp() * 1023)
+    narrow.quantize = wide.quantize = False
+    x = torch.randint(0, 256, (2, 3, 12, 12)).float()
+    assert torch.allclose(wide.bits(x), narrow.bits(x), rtol=1e-5)
+
+
+def _sources(rng):
+    same = [rng.integers(0, 256, (6, 7, 3), dtype=np.uint8) for _ in range(5)]  # stacked: one gather
+    mixed = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(9, 12), (20, 5), (5, 5)]]
+    return same, mixed
+
+
+def _is_window(crop: np.ndarray, images: list[np.ndarray], mirrored: bool = False) -> bool:
+    c = crop.shape[0]
+    for img in images:
+        view = img[:, ::-1] if mirrored else img
+        win = np.moveaxis(np.lib.stride_tricks.sliding_window_view(view, (c, c), axis=(0, 1)), (-2, -1), (2, 3))
+        if (win == crop).all(axis=(2, 3, 4)).any():
+            return True
+    return False
+
+
+def test_vector_sampler_draws_real_crops_of_each_source_by_weight_half_of_them_mirrored():
+    from nelloc.train import VectorCropSampler
+
+    same, mixed = _sources(np.random.default_rng(0))
+    sources = [(same, 3.0), (mixed, 1.0)]
+    batch = VectorCropSampler(sources, crop=5, seed=1).batch(400).permute(0, 2, 3, 1).numpy().astype(np.uint8)
+    assert batch.shape == (400, 5, 5, 3)
+    # random pixels: a 5x5 window (or its mirror) matches nothing else by chance
+    direct = np.array([_is_window(b, same + mixed) for b in batch])
+    mirrored = np.array([_is_window(b, same + mixed, mirrored=True) for b in batch])
+    assert (direct ^ mirrored).all()  # every crop is a window of a source image, flipped or not
+    assert 0.4 < mirrored.mean() < 0.6
+    from_same = np.array([_is_window(b, same) or _is_window(b, same, mirrored=True) for b in batch])
+    assert 0.68 < from_same.mean() < 0.82  # weights 3 : 1
+    for img in mixed:  # every image of the unequal-sized source is drawn
+        assert any(_is_window(b, [img]) or _is_window(b, [img], mirrored=True) for b in batch)
+    again = VectorCropSampler(sources, crop=5, seed=1).batch(400)
+    assert torch.equal(again, torch.from_numpy(batch).permute(0, 3, 1, 2).float())  # seeded: reproducible
+
+
+def test_vector_sampler_pads_images_smaller_than_the_crop():
+    from nelloc.train import VectorCropSampler
+
+    tiny = [np.arange(12, dtype=np.uint8).reshape(3, 4)]  # grey, smaller than the crop
+    batch = VectorCropSampler([(tiny, 1.0)], crop=6, seed=0).batch(8)
+    assert batch.shape == (8, 1, 6, 6)
+    assert set(batch.unique().tolist()) <= set(range(12))
+
+
 @pytest.mark.parametrize("kind", ["local", "full"])
 def test_mixed_precision_trunk_is_close_to_float_and_off_under_fake_quantisation(kind):
     from nelloc.model import PixelCNN
