@@ -37,7 +37,7 @@ done
 wait
 for s in $sets; do
     name=${s%%:*}
-    tar czf "$out/$name.tgz" runs/g-$name-L/last.pt runs/g-$name-*/log.jsonl runs/g-$name-*/summary.json \
+    tar czf "$out/$name.tgz" runs/g-$name-[LFE]/last.pt runs/g-$name-*/log.jsonl runs/g-$name-*/summary.json \
         $(ls -d runs/g-$name-F-swa runs/g-$name-E-swa 2>/dev/null)
     tail -n 1 /tmp/gpu_ood_out/g-$name-*.log
 done

@@ -3,8 +3,9 @@
 # wheel for its Python 3.12, and the data one job reads.  Run here, in the repository root:
 #     sh scripts/gpu_stage.sh bench     # Kodak (15 MB): the CUDA <-> CPU interchange benchmark
 #     sh scripts/gpu_stage.sh train     # rgb training mix: CIFAR-10 train, classic, a CLIC subset
-#     sh scripts/gpu_stage.sh photo     # rgb-photo's mix: CIFAR-10 train and all of CLIC shrunk 2x
-#                                       #   and 4x (.dev/data/clic_2, clic_4), plus Kodak 1-6 (bench)
+#     sh scripts/gpu_stage.sh photo     # rgb-photo's mix: CIFAR-10 train and all of CLIC shrunk 2x,
+#                                       #   3x and 4x (.dev/data/clic_2, clic_3, clic_4); BENCH=1 adds
+#                                       #   Kodak 1-6 for `gpu_run.sh bench --limit 6` in the same call
 #     sh scripts/gpu_stage.sh ood       # the grey OOD pairs' training sets: Fashion-MNIST and MNIST train
 # then call the device tool with carry [".dev"] (and the run folder for training): docs/gpu.md.
 set -eu
@@ -34,8 +35,10 @@ photo)
     # same files, same order, so the same held-out images): all 26 photos fit, where the full-size set
     # does not; name them as paths: .dev/data/clic_2:0.25
     cp "$src/cifar10_train_subset.npz" .dev/data/
-    mkdir -p .dev/data/kodak
-    cp "$src"/kodak/kodim0[1-6].png .dev/data/kodak/
+    if [ "${BENCH:-0}" = 1 ]; then
+        mkdir -p .dev/data/kodak
+        cp "$src"/kodak/kodim0[1-6].png .dev/data/kodak/
+    fi
     python - "$src/clic2025_valid" .dev/data <<'PY'
 import sys
 from pathlib import Path
@@ -43,11 +46,11 @@ import numpy as np
 from PIL import Image
 from nelloc.data import downscale
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
-for f in (2, 4):
+for f in (2, 3, 4):
     (out / f"clic_{f}").mkdir()
 for p in sorted(src.glob("*.png")):
     img = np.asarray(Image.open(p).convert("RGB"))
-    for f in (2, 4):
+    for f in (2, 3, 4):
         Image.fromarray(downscale(img, f)).save(out / f"clic_{f}" / p.name, compress_level=9)
 PY
     ;;

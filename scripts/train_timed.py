@@ -31,6 +31,7 @@ p.add_argument("--snapshots", type=int, default=4)
 p.add_argument("--every", type=float, default=0.015, help="snapshot spacing as a fraction of the steps")
 p.add_argument("--probe", type=int, default=60)
 p.add_argument("--margin", type=float, default=0.82, help="fraction of the float-step estimate planned")
+p.add_argument("--steps", type=int, help="train exactly this many steps (the clock only stops it at the deadline)")
 p.add_argument("--steps-like", metavar="RUN",
                help="train as many steps as RUN plans (waits for its plan.json): equal budget for an OOD pair")
 args = p.parse_args()
@@ -66,6 +67,8 @@ if args.steps_like:
     if not plan.exists():
         raise SystemExit(f"train_timed: {plan} did not appear in time")
     total = json.loads(plan.read_text())["steps"]
+if args.steps:
+    total = args.steps
 if total <= trainer.step + args.snapshots:
     raise SystemExit(f"train_timed: {args.seconds:.0f} s leave no time to train after the probe ({step_s:.3f} s/step)")
 cfg.steps = total
