@@ -49,7 +49,7 @@ for text in args.set:
 if args.model_set:
     cfg.model = dataclasses.replace(cfg.model, **json.loads(args.model_set))
 cfg.qat_start = args.qat_start
-cfg.steps = 10**9  # while probing: warm-up only, never fake-quantised
+cfg.steps = args.steps or 10**9  # probing without --steps: at the peak rate, never fake-quantised
 trainer = Trainer(cfg, run)
 first = trainer.step
 if trainer.step + args.probe > cfg.warmup and first == 0:
