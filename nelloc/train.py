@@ -234,7 +234,9 @@ class Trainer:
         tmp.replace(path)
 
     def load(self, path: Path) -> None:
-        st = torch.load(path, map_location=self.device, weights_only=True)
+        # on the CPU: the RNG states must stay CPU byte tensors (a CUDA run failed to resume, stop 23);
+        # load_state_dict moves the model and the optimiser state to their device
+        st = torch.load(path, map_location="cpu", weights_only=True)
         self.model.load_state_dict(st["model"])
         saved_bits = json.loads(st["config"])["model"].get("act_bits", 8)
         if saved_bits != self.cfg.model.act_bits:  # e.g. an extension leg that widens activations
