@@ -186,6 +186,16 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
+def describe_hardware(device: torch.device, threads: int = 0) -> str:
+    """The machine a run trains on, for its model card (a run's last leg; the card is made elsewhere)."""
+    import os
+    import platform
+
+    accel = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {device.type}{accel}, "
+            f"{threads or 'default'} torch threads")
+
+
 def quantizing_at(cfg: TrainConfig, step: int) -> bool:
     """Whether step ``step`` of a run with this configuration trains with fake quantisation."""
     return cfg.model.kind == "local" and step >= int(cfg.qat_start * cfg.steps)
@@ -219,6 +229,7 @@ class Trainer:
     def state(self) -> dict:
         return {
             "config": json.dumps(asdict(self.cfg)),
+            "hardware": describe_hardware(self.device, self.cfg.threads),
             "model": self.model.state_dict(),
             "opt": self.opt.state_dict(),
             "step": self.step,
@@ -465,8 +476,9 @@ def run_summary(run_dir: str | Path) -> dict:
         "planned_steps": cfg.steps,
         "qat_from_step": int(cfg.qat_start * cfg.steps),
         "wall_seconds": round(float(st["wall"])),
-        "hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {cfg.device}, "
-                    f"{cfg.threads or 'default'} torch threads",
+        # recorded by the trainer since stop 23; older checkpoints: this machine (they all trained here)
+        "hardware": st.get("hardware") or f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                                          f"device {cfg.device}, {cfg.threads or 'default'} torch threads",
         "best_val_bpd": round(float(st["best_val"]), 4),
         "final_val_bpd": curve[-1][1] if curve else None,
         "val_curve": curve,

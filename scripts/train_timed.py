@@ -90,6 +90,7 @@ for target in snaps:
     snap = run.parent / f"{run.name}@{target}"
     snap.mkdir(exist_ok=True)
     shutil.copy(run / "last.pt", snap / "last.pt")
+    shutil.copy(run / "log.jsonl", snap / "log.jsonl")  # the averaged run's card shows the curve
 made = [str(run.parent / f"{run.name}@{s}") for s in snaps if (run.parent / f"{run.name}@{s}" / "last.pt").exists()]
 if len(made) >= 2:
     subprocess.run([sys.executable, str(Path(__file__).with_name("average_snapshots.py")), f"{run}-swa", *made], check=True)

@@ -54,6 +54,20 @@ def test_resume_reproduces_the_next_step(image_folder, tmp_path):
         assert torch.equal(pa, pb)
 
 
+def test_the_card_names_the_machine_the_run_trained_on_not_the_one_exporting_it(image_folder, tmp_path):
+    from nelloc.train import run_summary
+
+    trainer = Trainer(tiny_config(image_folder), tmp_path / "run")
+    trainer.run(steps=2, quiet=True)
+    st = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert "device cpu" in st["hardware"] and run_summary(tmp_path / "run")["hardware"] == st["hardware"]
+    st["hardware"] = "x86_64, 16 cores, device cuda (NVIDIA H100 80GB HBM3), 2 torch threads"  # a lent GPU's leg
+    torch.save(st, tmp_path / "run" / "last.pt")
+    assert run_summary(tmp_path / "run")["hardware"] == st["hardware"]
+    resumed = Trainer(tiny_config(image_folder), tmp_path / "run")  # the next leg, here: its machine
+    assert "device cpu" in resumed.state()["hardware"]
+
+
 def test_an_extension_leg_forgets_the_best_model_of_the_previous_leg(image_folder, tmp_path):
     trainer = Trainer(tiny_config(image_folder, steps=12), tmp_path / "run")
     trainer.run(quiet=True)  # quantising from step 6: best_model.pt from this leg's validations
