@@ -30,6 +30,7 @@ p.add_argument("--qat-start", type=float, default=0.94)
 p.add_argument("--snapshots", type=int, default=4)
 p.add_argument("--every", type=float, default=0.015, help="snapshot spacing as a fraction of the steps")
 p.add_argument("--probe", type=int, default=60)
+p.add_argument("--reserve", type=float, default=30, help="seconds kept back for averaging and packing")
 p.add_argument("--margin", type=float, default=0.82, help="fraction of the float-step estimate planned")
 p.add_argument("--steps", type=int, help="train exactly this many steps (the clock only stops it at the deadline)")
 p.add_argument("--steps-like", metavar="RUN",
@@ -58,7 +59,7 @@ trainer.run(steps=first + 10, quiet=True)  # first steps: allocation, autotuning
 t0 = time.perf_counter()
 trainer.run(steps=first + args.probe, quiet=True)
 step_s = (time.perf_counter() - t0) / (args.probe - 10)
-left = deadline - time.perf_counter() - 30  # averaging and packing
+left = deadline - time.perf_counter() - args.reserve  # averaging and packing
 total = trainer.step + int(left / step_s * args.margin)
 if args.steps_like:
     plan = Path(args.steps_like) / "plan.json"
@@ -81,7 +82,7 @@ stopped_early = False
 for target in snaps:
     while trainer.step < target:
         trainer.run(steps=min(target, trainer.step + 500), quiet=True)
-        if time.perf_counter() > deadline - 20:
+        if time.perf_counter() > deadline - min(20, args.reserve):
             stopped_early = True
             break
     if stopped_early:

@@ -1,0 +1,59 @@
+"""scripts/train_timed.py: a run sized to a time budget, its snapshots and their mean; equal budgets."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import smooth_image
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train_timed.py"
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_image(40, 48, 3, seed=i)).save(folder / f"{i}.png")
+    return folder
+
+
+def _run(run_dir, seconds, *extra, new=None):
+    args = [sys.executable, str(SCRIPT), str(run_dir), str(seconds), "--probe", "12", "--reserve", "2",
+            "--qat-start", "0.9", "--every", "0.05", *extra]
+    if new:
+        args += ["--new", json.dumps(new)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=300)
+
+
+def test_a_timed_run_fills_its_budget_keeps_snapshots_and_averages_them(image_folder, tmp_path):
+    new = {"data": [str(image_folder)], "model": {"width": 8, "mixtures": 2}, "crop": 12, "batch": 4,
+           "val_every": 50, "val_crops": 4, "warmup": 20, "sampler": "vector", "threads": 1}
+    done = _run(tmp_path / "a", 8, new=new)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["steps"] == summary["planned_steps"] > 12 and not summary["stopped_at_deadline"]
+    assert summary["wall_s"] < 3 * 8  # the budget, loosely: a loaded machine runs late, never twice over
+    assert len(summary["snapshots"]) == 4
+    for snap in summary["snapshots"]:
+        assert (Path(snap) / "log.jsonl").exists()  # the mean's card shows the training curve
+    mean = torch.load(tmp_path / "a-swa" / "last.pt", weights_only=True)
+    snaps = [torch.load(Path(s) / "last.pt", weights_only=True) for s in summary["snapshots"]]
+    key = "first.weight"
+    assert torch.allclose(mean["model"][key], torch.stack([s["model"][key] for s in snaps]).mean(0))
+    # an equal-budget partner trains exactly as many steps, however fast its steps are
+    partner = _run(tmp_path / "b", 20, "--steps-like", str(tmp_path / "a"), new=new)
+    assert partner.returncode == 0, partner.stderr
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["steps"] == summary["steps"]
+
+
+def test_too_small_a_budget_is_a_clear_error(image_folder, tmp_path):
+    new = {"data": [str(image_folder)], "model": {"width": 8, "mixtures": 2}, "crop": 12, "batch": 4,
+           "val_crops": 4, "threads": 1}
+    done = _run(tmp_path / "a", 0.5, new=new)
+    assert done.returncode != 0 and "leave no time to train" in done.stderr
