@@ -38,7 +38,7 @@ def test_a_timed_run_fills_its_budget_keeps_snapshots_and_averages_them(image_fo
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["steps"] == summary["planned_steps"] > 12 and not summary["stopped_at_deadline"]
-    assert summary["wall_s"] < 3 * 8  # the budget, loosely: a loaded machine runs late, never twice over
+    assert summary["wall_s"] < 3 * 8  # the budget, loosely (a loaded CI machine runs a little late)
     assert len(summary["snapshots"]) == 4
     for snap in summary["snapshots"]:
         assert (Path(snap) / "log.jsonl").exists()  # the mean's card shows the training curve
