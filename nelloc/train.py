@@ -191,7 +191,7 @@ def describe_hardware(device: torch.device, threads: int = 0) -> str:
     import os
     import platform
 
-    accel = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    accel = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" and torch.cuda.is_available() else ""
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {device.type}{accel}, "
             f"{threads or 'default'} torch threads")
 
@@ -210,6 +210,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.device = torch.device(cfg.device)
+        self.hardware = describe_hardware(self.device, cfg.threads)
         self.model = PixelCNN(cfg.model).to(self.device)
         if cfg.amp not in ("auto", "on", "off"):
             raise ValueError(f"amp must be auto, on or off, not {cfg.amp!r}")
@@ -229,7 +230,7 @@ class Trainer:
     def state(self) -> dict:
         return {
             "config": json.dumps(asdict(self.cfg)),
-            "hardware": describe_hardware(self.device, self.cfg.threads),
+            "hardware": self.hardware,
             "model": self.model.state_dict(),
             "opt": self.opt.state_dict(),
             "step": self.step,
@@ -458,9 +459,6 @@ def evaluate_exact(name: str, sets: list[str], limit: int | None = None, tile: i
 
 def run_summary(run_dir: str | Path) -> dict:
     """What a model card says about the run that trained it (config, steps, time, curve)."""
-    import os
-    import platform
-
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     st = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
@@ -477,8 +475,7 @@ def run_summary(run_dir: str | Path) -> dict:
         "qat_from_step": int(cfg.qat_start * cfg.steps),
         "wall_seconds": round(float(st["wall"])),
         # recorded by the trainer since stop 23; older checkpoints: this machine (they all trained here)
-        "hardware": st.get("hardware") or f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                                          f"device {cfg.device}, {cfg.threads or 'default'} torch threads",
+        "hardware": st.get("hardware") or describe_hardware(torch.device(cfg.device), cfg.threads),
         "best_val_bpd": round(float(st["best_val"]), 4),
         "final_val_bpd": curve[-1][1] if curve else None,
         "val_curve": curve,

@@ -45,3 +45,15 @@ def smooth_image(h: int, w: int, c: int, seed: int = 0) -> np.ndarray:
     y, x = np.mgrid[0:h, 0:w]
     base = (x * 3 + y * 2)[..., None] + rng.integers(0, 60, (1, 1, c))
     return np.clip(base + rng.normal(0, 6, (h, w, c)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """Three small smooth RGB images in a folder: a training set for tiny runs."""
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_image(40, 48, 3, seed=i)).save(folder / f"{i}.png")
+    return folder

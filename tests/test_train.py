@@ -15,17 +15,6 @@ from nelloc.train import TrainConfig, Trainer, export_run, load_float_model, loa
 from conftest import smooth_image
 
 
-@pytest.fixture
-def image_folder(tmp_path):
-    from PIL import Image
-
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i in range(3):
-        Image.fromarray(smooth_image(40, 48, 3, seed=i)).save(folder / f"{i}.png")
-    return folder
-
-
 def tiny_config(folder, steps=12, **kw) -> TrainConfig:
     kw.setdefault("data", [str(folder)])
     kw.setdefault("qat_start", 0.5)

@@ -4,23 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
-from conftest import smooth_image
-
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train_timed.py"
-
-
-@pytest.fixture
-def image_folder(tmp_path):
-    from PIL import Image
-
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i in range(3):
-        Image.fromarray(smooth_image(40, 48, 3, seed=i)).save(folder / f"{i}.png")
-    return folder
 
 
 def _run(run_dir, seconds, *extra, new=None):
