@@ -9,6 +9,8 @@ from __future__ import annotations
 import ctypes
 import json
 import math
+import os
+import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -188,9 +190,6 @@ def keep_freed_memory() -> bool:
 
 def describe_hardware(device: torch.device, threads: int = 0) -> str:
     """The machine a run trains on, for its model card (a run's last leg; the card is made elsewhere)."""
-    import os
-    import platform
-
     accel = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" and torch.cuda.is_available() else ""
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {device.type}{accel}, "
             f"{threads or 'default'} torch threads")
