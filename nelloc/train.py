@@ -345,8 +345,9 @@ def warm_start(full: PixelCNN, local: PixelCNN) -> None:
     """Start a full model as (almost exactly) a trained local model, so that training only has to
     add what lies beyond the local window -- the non-local expert of the OOD ratio.
 
-    A local model given the same local configuration is copied as it is: that continues a local
-    expert for as many steps as its full partner got (equal training budget for the OOD ratio).
+    A model given the same configuration is copied as it is: that continues a local expert for as
+    many steps as its full partner got (equal training budget for the OOD ratio), or continues a
+    shipped model (``init_from`` a float model file, e.g. ``models/ood/gray-full.safetensors``).
     A local model given the same configuration plus the linear skip starts as exactly that model
     (the skip is zero) and learns the skip from there.
     A local model given the same configuration but a larger width starts as exactly that model too
@@ -357,7 +358,7 @@ def warm_start(full: PixelCNN, local: PixelCNN) -> None:
     convolution has zero weights and a tiny positive bias: relu(a + bias) ~= a for a >= 0).
     """
     fc, lc = full.cfg, local.cfg
-    if fc == lc and fc.kind == "local":  # a local expert continued with its full partner's budget
+    if fc == lc:  # a local expert continued with its full partner's budget, or a model continued as it is
         full.load_state_dict(local.state_dict())
         return
     if fc.kind == lc.kind == "local" and replace(fc, joint=lc.joint) == lc:  # the likelihood changes, not the net

@@ -174,13 +174,15 @@ def test_warm_started_full_model_starts_as_the_local_model(skip):
         warm_start(full, PixelCNN(ModelConfig(channels=3, width=16, mixtures=4, kind="local", skip=not skip)))
 
 
-def test_warm_start_of_a_local_model_from_a_local_model_is_a_copy():
+@pytest.mark.parametrize("kind,blocks", [("local", 1), ("full", 3)])
+def test_warm_start_from_a_model_of_the_same_configuration_is_a_copy(kind, blocks):
     from nelloc.model import ModelConfig, PixelCNN
     from nelloc.train import warm_start
 
     torch.manual_seed(1)
-    cfg = ModelConfig(channels=1, width=16, mixtures=4, res_blocks=1, kind="local")
+    cfg = ModelConfig(channels=1, width=16, mixtures=4, res_blocks=blocks, kind=kind)
     a, b = PixelCNN(cfg), PixelCNN(cfg)
+    assert not all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
     warm_start(b, a)
     assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
 
