@@ -476,7 +476,8 @@ def run_summary(run_dir: str | Path) -> dict:
         "wall_seconds": round(float(st["wall"])),
         # recorded by the trainer since stop 23; older checkpoints: this machine (they all trained here)
         "hardware": st.get("hardware") or describe_hardware(torch.device(cfg.device), cfg.threads),
-        "best_val_bpd": round(float(st["best_val"]), 4),
+        # the best fake-quantised validation; a run that never fake-quantised has none (JSON has no inf)
+        "best_val_bpd": round(float(st["best_val"]), 4) if math.isfinite(float(st["best_val"])) else None,
         "final_val_bpd": curve[-1][1] if curve else None,
         "val_curve": curve,
         **({"init_from": cfg.init_from} if cfg.init_from else {}),

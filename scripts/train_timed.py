@@ -36,6 +36,8 @@ p.add_argument("--steps", type=int, help="train exactly this many steps (the clo
 p.add_argument("--steps-like", metavar="RUN",
                help="train as many steps as RUN plans (waits for its plan.json): equal budget for an OOD pair")
 args = p.parse_args()
+if args.probe <= 10:  # the first 10 steps are warm-up, not timed
+    p.error(f"--probe must be more than 10 steps, not {args.probe}")
 
 t_start = time.perf_counter()
 deadline = t_start + args.seconds

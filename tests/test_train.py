@@ -57,6 +57,20 @@ def test_the_card_names_the_machine_the_run_trained_on_not_the_one_exporting_it(
     assert "device cpu" in resumed.state()["hardware"]
 
 
+def test_the_card_of_a_run_that_never_fake_quantised_is_strict_json(image_folder, tmp_path):
+    from nelloc.train import run_summary
+
+    trainer = Trainer(tiny_config(image_folder, qat_start=1.0), tmp_path / "run")  # float only: OOD full models
+    trainer.run(steps=7, quiet=True)
+    summary = run_summary(tmp_path / "run")
+    assert summary["best_val_bpd"] is None and summary["final_val_bpd"] is not None
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    json.loads(json.dumps(summary), parse_constant=refuse)
+
+
 def test_an_extension_leg_forgets_the_best_model_of_the_previous_leg(image_folder, tmp_path):
     trainer = Trainer(tiny_config(image_folder, steps=12), tmp_path / "run")
     trainer.run(quiet=True)  # quantising from step 6: best_model.pt from this leg's validations

@@ -43,3 +43,11 @@ def test_too_small_a_budget_is_a_clear_error(image_folder, tmp_path):
            "val_crops": 4, "threads": 1}
     done = _run(tmp_path / "a", 0.5, new=new)
     assert done.returncode != 0 and "leave no time to train" in done.stderr
+
+
+def test_a_probe_of_ten_steps_or_fewer_is_a_clear_error(tmp_path):
+    # the first 10 steps are not timed: a probe of 10 timed nothing (it divided by zero before)
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "a"), "60", "--probe", "10"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--probe must be more than 10 steps" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "a").exists()
