@@ -20,7 +20,7 @@ from typing import Sequence
 
 from . import report
 from .codecs import DEFAULT_CODECS, REGISTRY, make_codec, parse_codec_specs
-from .datasets import NAMED_DATASETS, data_root, load_dataset
+from .datasets import GREY_DATASETS, NAMED_DATASETS, data_root, load_dataset
 from .run import command_line, run_benchmark
 
 
@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="benchmark codecs on a dataset")
     run.add_argument("--dataset", required=True,
-                     help=f"one of {', '.join(NAMED_DATASETS)}, an image folder or an .npz file")
+                     help=f"one of {', '.join([*NAMED_DATASETS, *GREY_DATASETS])}, an image folder or an .npz file")
     run.add_argument("--codecs", action="append", default=None,
                      help="comma-separated codec specs, e.g. 'png,webp,nelloc:model=rgb,tile=64'"
                           f" (default: all = {','.join(DEFAULT_CODECS)})")
@@ -125,6 +125,8 @@ def _cmd_list() -> int:
     for name, rel in NAMED_DATASETS.items():
         exists = (data_root() / rel).exists()
         print(f"  {name:20s} {rel}{'' if exists else '  (missing)'}")
+    for name, colour in GREY_DATASETS.items():
+        print(f"  {name:20s} {colour}, converted to grey (L)")
     return 0
 
 

@@ -29,6 +29,9 @@ NAMED_DATASETS: dict[str, str] = {
     "celeba32": "celeba_32x32.npz",
 }
 
+#: grey versions of colour sets, converted as Pillow's "L" (ITU-R 601-2 luma): natural grey photos
+GREY_DATASETS: dict[str, str] = {"kodak-gray": "kodak", "clic-gray": "clic"}
+
 IMAGE_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm", ".webp")
 
 
@@ -90,6 +93,10 @@ def load_image(path: Path) -> np.ndarray:
         return _check_array(np.asarray(im))
 
 
+def _as_grey(image: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).convert("L"))
+
+
 def _folder(name: str, folder: Path, limit: int | None) -> Dataset:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -114,6 +121,9 @@ def load_dataset(name_or_path: str, limit: int | None = None) -> Dataset:
 
     ``limit`` keeps the first ``limit`` images (in sorted-file or array order).
     """
+    if name_or_path in GREY_DATASETS:
+        colour = load_dataset(GREY_DATASETS[name_or_path], limit)
+        return Dataset(name_or_path, f"{colour.source} (as L)", colour.ids, lambda i: _as_grey(colour[i]))
     if name_or_path in NAMED_DATASETS:
         name, path = name_or_path, data_root() / NAMED_DATASETS[name_or_path]
     else:

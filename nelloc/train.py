@@ -352,6 +352,8 @@ def warm_start(full: PixelCNN, local: PixelCNN) -> None:
     (the skip is zero) and learns the skip from there.
     A local model given the same configuration but a larger width starts as exactly that model too
     (``widen``): the added units are there to learn what the narrow model had no room for.
+    A grey local model given a colour one of the same configuration starts as its red channel
+    (``greyscale_from_colour``), e.g. a grey photo model from ``rgb-photo``.
 
     The first layer, block 0 (its 1x1 middle convolution becomes the centre tap of the 3x3 one),
     the head and the output layer are copied; the other blocks start as the identity (their last
@@ -373,6 +375,10 @@ def warm_start(full: PixelCNN, local: PixelCNN) -> None:
         if fc.act_bits != lc.act_bits:
             change_act_bits(full, lc.act_bits)
         return
+    if fc.kind == lc.kind == "local" and (fc.channels, lc.channels) == (1, 3) and not lc.joint and replace(
+            fc, channels=3) == lc:
+        greyscale_from_colour(full, local)
+        return
     if fc.kind != "full" or lc.kind != "local" or (fc.channels, fc.horizon, fc.width, fc.mixtures, fc.skip) != (
             lc.channels, lc.horizon, lc.width, lc.mixtures, lc.skip) or lc.res_blocks != 1:
         raise ValueError("warm start needs a 1-block local model of the same channels, horizon, width, mixtures and skip")
@@ -392,6 +398,32 @@ def warm_start(full: PixelCNN, local: PixelCNN) -> None:
     for block in full.blocks[1:]:
         block.convs[2].weight.zero_()
         block.convs[2].bias.fill_(WARM_BIAS)
+
+
+@torch.no_grad()
+def greyscale_from_colour(grey: PixelCNN, colour: PixelCNN) -> None:
+    """Load a colour local model into a grey one of the same configuration so that, in float, the
+    grey model's prediction of a grey image is exactly the colour model's prediction of its red
+    channel when the image is given as R = G = B: the red channel is predicted from the causal
+    neighbourhood alone, as a grey model predicts.  A grey input v stands for the colour inputs
+    (v, v, v), so each first-layer and skip weight on v is the sum of the three colour weights; the
+    output rows kept are the logits and the red means and log-scales (the channel coefficients go).
+    """
+    k = colour.cfg.mixtures
+    rows = [i for i in range(k)] + [k + i for i in range(k)] + [4 * k + i for i in range(k)]  # logit, mean R, logscale R
+
+    def inputs_summed(w: torch.Tensor, dim: int) -> torch.Tensor:  # (.., R, G, B, valid, ..) -> (.., v, valid, ..)
+        return torch.cat([w.narrow(dim, 0, 3).sum(dim, keepdim=True), w.narrow(dim, 3, 1)], dim)
+
+    state = colour.state_dict()
+    state["first.weight"] = inputs_summed(state["first.weight"], 1)
+    state["first.mask"] = grey.first.mask
+    state["out.weight"], state["out.bias"] = state["out.weight"][rows], state["out.bias"][rows]
+    state["out.mask"] = grey.out.mask
+    if colour.cfg.skip:
+        per_tap = state["skip"][rows].reshape(len(rows), -1, 4)
+        state["skip"] = inputs_summed(per_tap, 2).reshape(len(rows), -1)
+    grey.load_state_dict(state)
 
 
 @torch.no_grad()

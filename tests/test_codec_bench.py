@@ -185,6 +185,18 @@ def test_npz_and_folder_datasets(tmp_path: Path) -> None:
     assert [im.shape for _, im in ds] == [rgb.shape, gray.shape]
 
 
+def test_grey_variant_of_a_colour_set_is_its_luma(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    rgb, _ = _synthetic()
+    (tmp_path / "kodak").mkdir()
+    Image.fromarray(rgb).save(tmp_path / "kodak" / "kodim01.png")
+    monkeypatch.setenv("NELLOC_DATA", str(tmp_path))
+    ds = load_dataset("kodak-gray")
+    assert ds.name == "kodak-gray" and ds.ids == ["kodim01.png"]
+    assert np.array_equal(ds[0], np.asarray(Image.fromarray(rgb).convert("L"))) and ds[0].ndim == 2
+
+
 def test_cli_run_and_docs(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_models) -> None:
     from PIL import Image
 

@@ -201,6 +201,28 @@ def test_warm_start_from_a_model_of_the_same_configuration_is_a_copy(kind, block
     assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
 
 
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_grey_model_warm_started_from_a_colour_one_predicts_a_grey_image_as_its_red_channel(skip):
+    from nelloc.model import ModelConfig, PixelCNN
+    from nelloc.train import warm_start
+
+    torch.manual_seed(3)
+    colour = PixelCNN(ModelConfig(channels=3, width=16, mixtures=4, skip=skip))
+    with torch.no_grad():  # a trained model's output layer and skip are not near zero
+        colour.out.weight.normal_(0, 0.3)
+        colour.out.bias.normal_(0, 0.3)
+        if skip:
+            colour.skip.normal_(0, 0.05)
+    grey = PixelCNN(ModelConfig(channels=1, width=16, mixtures=4, skip=skip))
+    warm_start(grey, colour)
+    colour.quantize = grey.quantize = False  # in float the two are the same function
+    v = torch.randint(0, 256, (2, 1, 9, 11)).float()
+    red = colour.log_prob(v.expand(-1, 3, -1, -1))[:, :1]
+    assert torch.allclose(grey.log_prob(v), red, atol=1e-4)
+    with pytest.raises(ValueError):  # only a colour model of the same width and so on
+        warm_start(PixelCNN(ModelConfig(channels=1, width=8, mixtures=4, skip=skip)), colour)
+
+
 def test_a_skip_model_warm_started_from_the_same_model_without_skip_starts_equal():
     from nelloc.model import ModelConfig, PixelCNN
     from nelloc.train import warm_start
