@@ -26,7 +26,8 @@ DEFAULT_MODEL = DEFAULT_MODELS[3]
 # smaller planes (thumbnails) get `rgb`.  On Kodak photos it codes 0.74% smaller than `rgb`, on
 # CIFAR-10 thumbnails 0.9% larger; choosing per 32x32 thumbnail would save 0.16% there but double
 # its encoding time (17 -> 33 ms), hence the threshold (docs/models.md).
-PHOTO_MODELS = {3: "rgb-photo"}
+# `gray-photo` plays the same part for grey planes against `gray` (digits, alpha): docs/models.md.
+PHOTO_MODELS = {3: "rgb-photo", 1: "gray-photo"}
 PHOTO_MIN_PIXELS = 1 << 14
 RETIRED = "retired"
 ID_HEX = 16  # hex digits of the SHA-256 in a retired model's file name
@@ -128,9 +129,9 @@ def retire(path: Path, replacement_sha: str | None = None) -> Path | None:
 
 def default_candidates(channels: int) -> list[str]:
     """The models the encoder chooses from for a plane of ``channels`` channels when none is named:
-    ``rgb`` and the photo model for colour, ``gray`` for grey.  The photo model only where it is
-    installed in the same folder as the ``rgb`` in use, so a folder on ``$NELLOC_MODELS`` with its
-    own ``rgb`` does not get the repository's photo model."""
+    ``rgb`` and ``rgb-photo`` for colour, ``gray`` and ``gray-photo`` for grey.  A photo model only
+    where it is installed in the same folder as the plain model in use, so a folder on
+    ``$NELLOC_MODELS`` with its own ``rgb`` does not get the repository's photo model."""
     plain, photo = DEFAULT_MODELS[channels], PHOTO_MODELS.get(channels)
     if photo:
         models = list_models()
@@ -141,7 +142,7 @@ def default_candidates(channels: int) -> list[str]:
 
 def default_model(channels: int, pixels: int = 0) -> str:
     """One default without looking at the pixels (the float likelihood's): the photo model (if a
-    candidate) for colour planes of ``PHOTO_MIN_PIXELS`` or more, otherwise ``rgb`` or ``gray``."""
+    candidate) for planes of ``PHOTO_MIN_PIXELS`` or more, otherwise ``rgb`` or ``gray``."""
     names = default_candidates(channels)
     return names[-1] if pixels >= PHOTO_MIN_PIXELS else names[0]
 

@@ -162,6 +162,31 @@ def test_default_colour_model_is_the_candidate_the_estimate_picks(photo_models, 
         assert np.array_equal(nelloc.decompress(data, as_array=True), arr)
 
 
+@pytest.fixture
+def grey_photo_models(tiny_models_dir, tmp_path, monkeypatch):
+    """The tiny models with a far too sharp 'gray' and the tiny grey model as 'gray-photo': the
+    estimate must take 'gray-photo' wherever it looks, and 'gray' goes to small planes."""
+    d = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, d)
+    bad = _sharpened(exact.ExactModel.load(d / "gray.safetensors"))
+    (d / "gray.safetensors").replace(d / "gray-photo.safetensors")
+    exact.save(d / "gray.safetensors", bad.tensors, bad.cfg, "gray")
+    monkeypatch.setenv("NELLOC_MODELS", str(d))
+    return d
+
+
+@pytest.mark.parametrize("mode", ["L", "LA"])
+def test_default_grey_model_is_the_photo_model_where_the_estimate_finds_it_better(grey_photo_models, mode):
+    assert zoo.default_candidates(1) == ["gray", "gray-photo"]
+    side = int(zoo.PHOTO_MIN_PIXELS**0.5)
+    for h, w, expected in [(8, 8, "gray"), (side - 1, side, "gray"), (side, side, "gray-photo")]:
+        arr = smooth_image(h, w, CHANNELS[mode], seed=h)
+        arr = arr[..., 0] if mode == "L" else arr
+        data = nelloc.compress(arr, adapt_bias=False)
+        assert nelloc.info(data)["segments"][0]["model"] == expected
+        assert np.array_equal(nelloc.decompress(data, as_array=True), arr)
+
+
 def test_a_named_model_wins_over_the_photo_default(photo_models):
     side = int(zoo.PHOTO_MIN_PIXELS**0.5)
     data = nelloc.compress(smooth_image(side, side, 3), model="rgb", adapt_bias=False)
