@@ -64,6 +64,19 @@ def test_photo_model_files_of_every_release_still_decode(repo_models, release):
     assert np.array_equal(api.decompress(data, as_array=True), image)
 
 
+# Releases from stop 25 on also code kodim01-crop128-gray.png (a grey Kodak crop that the encoder's
+# estimate gives to `gray-photo`) with the default models: release -> that model's id.
+GREY_PHOTO_RELEASES = {"b01d471": "2d33f723"}
+
+
+@pytest.mark.parametrize("release", sorted(GREY_PHOTO_RELEASES))
+def test_grey_photo_model_files_of_every_release_still_decode(repo_models, release):
+    image = np.asarray(Image.open(SHIPPED / "kodim01-crop128-gray.png"))
+    data = (SHIPPED / f"{release}-gray-photo128.nlc").read_bytes()
+    assert [seg["model_id"] for seg in api.info(data)["segments"]] == [GREY_PHOTO_RELEASES[release]]
+    assert np.array_equal(api.decompress(data, as_array=True), image)
+
+
 def test_retired_models_are_named_by_their_hash_and_have_cards(repo_models):
     retired = zoo.retired_models()
     assert retired, "models/retired/ holds every model that was ever shipped and replaced"
