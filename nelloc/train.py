@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from nelloc import data as datasets
-from nelloc.model import ModelConfig, PixelCNN, calibrate_activations, change_act_bits, count_parameters
+from nelloc.model import ModelConfig, PixelCNN, calibrate_activations, change_act_bits, count_parameters, output_layout
 
 
 @dataclass
@@ -409,8 +409,11 @@ def greyscale_from_colour(grey: PixelCNN, colour: PixelCNN) -> None:
     (v, v, v), so each first-layer and skip weight on v is the sum of the three colour weights; the
     output rows kept are the logits and the red means and log-scales (the channel coefficients go).
     """
-    k = colour.cfg.mixtures
-    rows = [i for i in range(k)] + [k + i for i in range(k)] + [4 * k + i for i in range(k)]  # logit, mean R, logscale R
+    k, starts, start = colour.cfg.mixtures, {}, 0
+    for kind, n in output_layout(colour.cfg):
+        starts[kind], start = start, start + n
+    # means and log-scales are stored channel by channel, so the red channel's are each kind's first k
+    rows = [starts[kind] + i for kind in ("logit", "mean", "logscale") for i in range(k)]
 
     def inputs_summed(w: torch.Tensor, dim: int) -> torch.Tensor:  # (.., R, G, B, valid, ..) -> (.., v, valid, ..)
         return torch.cat([w.narrow(dim, 0, 3).sum(dim, keepdim=True), w.narrow(dim, 3, 1)], dim)
