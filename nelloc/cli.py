@@ -516,6 +516,8 @@ def _check_calib_quantile(value: float) -> float:
               help="Colour local models: mixture components shared across a pixel's channels (each channel "
               "coded with the components' posterior given the earlier ones).")
 @click.option("--crop", type=int, default=32, show_default=True)
+@click.option("--augment", type=click.Choice(["flip", "dihedral"]), default="flip", show_default=True,
+              help="Crops mirrored left-right at random (flip), or given any of the square's 8 symmetries (dihedral).")
 @click.option("--batch", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--steps", type=int, default=4000, show_default=True)
@@ -533,7 +535,7 @@ def _check_calib_quantile(value: float) -> float:
               help="bfloat16 mixed precision in the float phase (auto: on CUDA only).")
 @click.option("--threads", type=int, default=0, help="torch threads (0 = default).")
 @click.option("-q", "--quiet", is_flag=True)
-def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, skip, act_bits, joint, crop, batch, lr, steps,
+def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, skip, act_bits, joint, crop, augment, batch, lr, steps,
           qat_start, calib_quantile, grad_clip, init_from, device, amp, threads, quiet) -> None:
     """Train (or resume, if RUN_DIR has a checkpoint) a model on staged data."""
     from nelloc.model import ModelConfig
@@ -545,7 +547,8 @@ def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, s
     else:
         model = ModelConfig(int(channels), horizon, res_blocks, width, mixtures, kind, skip, act_bits, joint)
         cfg = TrainConfig(list(data) or ["cifar10-train"], model, crop, batch, lr, steps, qat_start=qat_start,
-                          calib_quantile=calib_quantile, grad_clip=grad_clip, device=device, threads=threads, init_from=init_from, amp=amp)
+                          calib_quantile=calib_quantile, grad_clip=grad_clip, device=device, threads=threads, init_from=init_from, amp=amp,
+                          augment=augment)
     try:
         Trainer(cfg, run_dir).run(quiet=quiet)
     except (FileNotFoundError, ValueError) as exc:

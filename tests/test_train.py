@@ -323,6 +323,57 @@ def test_vector_sampler_pads_images_smaller_than_the_crop():
     assert set(batch.unique().tolist()) <= set(range(12))
 
 
+def _symmetry_of(crop: np.ndarray, images: list[np.ndarray]) -> list[int]:
+    """Which of the square's 8 symmetries (index: 4 transposed + 2 upside down + mirrored) turn
+    ``crop`` back into a window of one of ``images``."""
+    found = []
+    for k in range(8):
+        view = crop.swapaxes(0, 1) if k & 4 else crop
+        view = view[::-1] if k & 2 else view
+        view = view[:, ::-1] if k & 1 else view
+        if _is_window(np.ascontiguousarray(view), images):
+            found.append(k)
+    return found
+
+
+@pytest.mark.parametrize("sampler", ["loop", "vector"])
+def test_dihedral_augment_gives_every_symmetry_of_a_real_crop_equally_often(sampler):
+    from nelloc.train import SAMPLERS
+
+    images = [np.random.default_rng(5).integers(0, 256, (30, 26, 3), dtype=np.uint8)]
+    batch = SAMPLERS[sampler]([(images, 1.0)], crop=6, seed=2, augment="dihedral").batch(800)
+    crops = batch.permute(0, 2, 3, 1).numpy().astype(np.uint8)
+    found = [_symmetry_of(c, images) for c in crops]
+    assert all(len(f) == 1 for f in found)  # random pixels: exactly one symmetry fits
+    counts = np.bincount([f[0] for f in found], minlength=8)
+    assert counts.min() > 60 and counts.max() < 140, counts  # 100 expected each; binomial s.d. ~9.4
+
+
+@pytest.mark.parametrize("sampler", ["loop", "vector"])
+def test_flip_augment_is_the_default_stream_and_unknown_augments_are_refused(sampler):
+    from nelloc.train import SAMPLERS
+
+    same, mixed = _sources(np.random.default_rng(0))
+    cls = SAMPLERS[sampler]
+    plain = cls([(same, 1.0), (mixed, 1.0)], crop=5, seed=4).batch(64)
+    assert torch.equal(plain, cls([(same, 1.0), (mixed, 1.0)], crop=5, seed=4, augment="flip").batch(64))
+    with pytest.raises(ValueError, match="augment"):
+        cls([(same, 1.0)], crop=5, seed=4, augment="rotate")
+
+
+def test_cli_train_takes_the_augment_option(image_folder, tmp_path):
+    from click.testing import CliRunner
+
+    from nelloc.cli import main
+    from nelloc.train import load_run_config
+
+    run = tmp_path / "run"
+    r = CliRunner().invoke(main, ["train", str(run), "--data", str(image_folder), "--width", "8", "--mixtures", "2",
+                                  "--crop", "12", "--batch", "2", "--steps", "2", "--augment", "dihedral", "-q"])
+    assert r.exit_code == 0, r.output
+    assert load_run_config(run).augment == "dihedral"
+
+
 @pytest.mark.parametrize("kind", ["local", "full"])
 def test_mixed_precision_trunk_is_close_to_float_and_off_under_fake_quantisation(kind):
     from nelloc.model import PixelCNN
