@@ -64,14 +64,6 @@ class TrainConfig:
 AUGMENTS = ("flip", "dihedral")
 
 
-def _dihedral(crops: np.ndarray, upside_down: np.ndarray, transposed: np.ndarray) -> np.ndarray:
-    """Crops (N, C, C[, channels]), already mirrored at random, turned upside down and transposed where
-    the masks say: with a fair mirror, all 8 symmetries of the square come out equally likely."""
-    crops[upside_down] = crops[upside_down, ::-1]
-    crops[transposed] = crops[transposed].swapaxes(1, 2)
-    return crops
-
-
 class CropSampler:
     """Random crops with horizontal flips (or, with ``augment="dihedral"``, any of the square's 8
     symmetries) from a weighted mixture of image sets."""
@@ -86,6 +78,16 @@ class CropSampler:
         self.augment = augment
         self.rng = np.random.default_rng(seed)
 
+    def _turned(self, crops: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Crops (N, C, C[, channels]), already mirrored at random; with ``augment="dihedral"`` each
+        also turned upside down and transposed with probability 1/2, so that all 8 symmetries of the
+        square are equally likely.  ``flip`` draws nothing here, so its crop stream is unchanged."""
+        if self.augment == "dihedral":
+            upside_down, transposed = rng.random(len(crops)) < 0.5, rng.random(len(crops)) < 0.5
+            crops[upside_down] = crops[upside_down, ::-1]
+            crops[transposed] = crops[transposed].swapaxes(1, 2)
+        return crops
+
     def _one(self, rng: np.random.Generator) -> np.ndarray:
         imgs = self.sources[rng.choice(len(self.sources), p=self.weights)]
         img = imgs[rng.integers(len(imgs))]
@@ -99,9 +101,7 @@ class CropSampler:
 
     def batch(self, n: int, rng: np.random.Generator | None = None) -> torch.Tensor:
         rng = rng or self.rng
-        arr = np.stack([self._one(rng) for _ in range(n)])
-        if self.augment == "dihedral":
-            arr = _dihedral(arr, rng.random(n) < 0.5, rng.random(n) < 0.5)
+        arr = self._turned(np.stack([self._one(rng) for _ in range(n)]), rng)
         if arr.ndim == 3:
             arr = arr[..., None]
         return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float()
@@ -144,8 +144,7 @@ class VectorCropSampler(CropSampler):
                 out[rows[sel]] = np.moveaxis(win[y[sel], x[sel]], (-2, -1), (1, 2))
         flipped = flip < 0.5
         out[flipped] = out[flipped, :, ::-1]
-        if self.augment == "dihedral":
-            out = _dihedral(out, rng.random(n) < 0.5, rng.random(n) < 0.5)
+        out = self._turned(out, rng)
         if out.ndim == 3:
             out = out[..., None]
         return torch.from_numpy(out).permute(0, 3, 1, 2).float()
