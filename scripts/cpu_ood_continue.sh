@@ -7,6 +7,7 @@
 # scripts/train_timed.py, and the local member then trains exactly as many steps (--steps-like:
 # equal budget for the ratio) within LOCAL_SECONDS.  Runs: runs/TAG-F(-swa), runs/TAG-E(-swa)
 # (TAG defaults to c-PAIR-cpu).  Export with
+# Environment: WARMUP (100), VAL_EVERY (1000), CKPT_EVERY (500), PROBE (30 steps; the warm-up is at least PROBE + 10).
 #     nelloc ood export runs/TAG-F-swa runs/TAG-E-swa --name PAIR --out-dir /tmp/cand
 set -eu
 pair=${1:?usage: cpu_ood_continue.sh PAIR FULL_SECONDS LOCAL_SECONDS [LR] [BATCH] [TAG]}
@@ -21,8 +22,8 @@ mnist) data=mnist-train ;;
 *) echo "cpu_ood_continue.sh: no training data known for pair $pair" >&2; exit 2 ;;
 esac
 arch() { python3 -c "import json,sys; from nelloc.zoo import load_float_file; print(json.dumps(load_float_file(sys.argv[1]).cfg.__dict__))" "$1"; }
-common="\"data\":[\"$data\"],\"crop\":28,\"batch\":$batch,\"val_every\":1000,\"val_crops\":1024,\"ckpt_every\":500,\"sampler\":\"vector\",\"threads\":2,\"seed\":27,\"lr\":$lr,\"warmup\":100"
-python3 scripts/train_timed.py "runs/$tag-F" "$full_s" --qat-start 1.0 --every 0.05 --probe 30 \
+common="\"data\":[\"$data\"],\"crop\":28,\"batch\":$batch,\"val_every\":${VAL_EVERY:-1000},\"val_crops\":1024,\"ckpt_every\":${CKPT_EVERY:-500},\"sampler\":\"vector\",\"threads\":2,\"seed\":27,\"lr\":$lr,\"warmup\":${WARMUP:-100}"
+python3 scripts/train_timed.py "runs/$tag-F" "$full_s" --qat-start 1.0 --every 0.05 --probe ${PROBE:-30} \
     --new "{$common,\"init_from\":\"models/ood/$pair-full.safetensors\",\"model\":$(arch models/ood/$pair-full.safetensors)}"
-python3 scripts/train_timed.py "runs/$tag-E" "$local_s" --qat-start 1.0 --every 0.05 --probe 30 --steps-like "runs/$tag-F" \
+python3 scripts/train_timed.py "runs/$tag-E" "$local_s" --qat-start 1.0 --every 0.05 --probe ${PROBE:-30} --steps-like "runs/$tag-F" \
     --new "{$common,\"init_from\":\"models/ood/$pair-local.safetensors\",\"model\":$(arch models/ood/$pair-local.safetensors)}"
