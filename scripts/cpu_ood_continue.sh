@@ -7,8 +7,9 @@
 # scripts/train_timed.py, and the local member then trains exactly as many steps (--steps-like:
 # equal budget for the ratio) within LOCAL_SECONDS.  Runs: runs/TAG-F(-swa), runs/TAG-E(-swa)
 # (TAG defaults to c-PAIR-cpu).  Export with
-# Environment: WARMUP (100), VAL_EVERY (1000), CKPT_EVERY (500), PROBE (30 steps; the warm-up is at least PROBE + 10).
 #     nelloc ood export runs/TAG-F-swa runs/TAG-E-swa --name PAIR --out-dir /tmp/cand
+# Environment: WARMUP (100), VAL_EVERY (1000), CKPT_EVERY (500), PROBE (30 steps; the warm-up is at least PROBE + 10).
+# Stop 27 ran: WARMUP=40 VAL_EVERY=200 CKPT_EVERY=100 PROBE=15 bash scripts/cpu_ood_continue.sh gray 5900 1300 5e-5 256
 set -eu
 pair=${1:?usage: cpu_ood_continue.sh PAIR FULL_SECONDS LOCAL_SECONDS [LR] [BATCH] [TAG]}
 full_s=${2:?usage: cpu_ood_continue.sh PAIR FULL_SECONDS LOCAL_SECONDS [LR] [BATCH] [TAG]}
