@@ -292,10 +292,10 @@ def docs_markdown(docs: Sequence[dict[str, Any]], out: Path, plot_dir: Path | No
         "final 32-bit word adds 0.04).",
         "",
     ]
-    subsets = [d["dataset"]["name"] for d in docs if d["dataset"].get("limit")]
+    subsets = [f"`{d['dataset']['name']}` (first {d['dataset']['limit']})" for d in docs if d["dataset"].get("limit")]
     if subsets:
         parts += [
-            f"**Subsets:** the runs for {', '.join(f'`{n}`' for n in subsets)} use `--limit` "
+            f"**Subsets:** the runs for {', '.join(subsets)} use `--limit` "
             "(first N images only), so their numbers are indicative, not full-set results. "
             "Timings come from the machine listed under each table and are noisy when it is shared.",
             "",

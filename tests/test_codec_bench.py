@@ -122,6 +122,17 @@ def test_smoke_all_available_codecs_round_trip(tmp_path: Path, tiny_models) -> N
     assert "Command: `pytest`" in md
 
 
+def test_docs_name_the_limit_of_each_subset_run(tmp_path: Path) -> None:
+    subset = run_benchmark(_dataset(), [PNGCodec()], repeat=1, memory="off", command="pytest", limit=1)
+    whole = run_benchmark(_dataset(), [PNGCodec()], repeat=1, memory="off", command="pytest", limit=None)
+    paths = [report.write_json(subset, tmp_path / "subset.json"), report.write_json(whole, tmp_path / "whole.json")]
+    md = report.docs_markdown(report.load_results(paths), tmp_path / "benchmarks.md", plot_dir=None)
+    name = subset["dataset"]["name"]
+    subsets_line = next(line for line in md.splitlines() if line.startswith("**Subsets:**"))
+    assert f"`{name}` (first 1)" in subsets_line
+    assert subsets_line.count(name) == 1  # the whole-set run of the same data is not called a subset
+
+
 def test_broken_codec_reported_failed() -> None:
     doc = run_benchmark(_dataset(), [FlippingPNG(), RaisingPNG(), PNGCodec()], repeat=1,
                         memory="off", command="pytest")
