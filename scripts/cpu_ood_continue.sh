@@ -17,14 +17,11 @@ local_s=${3:?usage: cpu_ood_continue.sh PAIR FULL_SECONDS LOCAL_SECONDS [LR] [BA
 lr=${4:-5e-5}
 batch=${5:-32}
 tag=${6:-c-$pair-cpu}
-case $pair in
-gray) data=fashion-mnist-train ;;
-mnist) data=mnist-train ;;
-*) echo "cpu_ood_continue.sh: no training data known for pair $pair" >&2; exit 2 ;;
-esac
-arch() { python3 -c "import json,sys; from nelloc.zoo import load_float_file; print(json.dumps(load_float_file(sys.argv[1]).cfg.__dict__))" "$1"; }
+. scripts/ood_pair_common.sh
+data=$(ood_default_data "$pair")
+[ -n "$data" ] || { echo "cpu_ood_continue.sh: no training data known for pair $pair" >&2; exit 2; }
 common="\"data\":[\"$data\"],\"crop\":28,\"batch\":$batch,\"val_every\":${VAL_EVERY:-1000},\"val_crops\":1024,\"ckpt_every\":${CKPT_EVERY:-500},\"sampler\":\"vector\",\"threads\":2,\"seed\":27,\"lr\":$lr,\"warmup\":${WARMUP:-100}"
 python3 scripts/train_timed.py "runs/$tag-F" "$full_s" --qat-start 1.0 --every 0.05 --probe ${PROBE:-30} \
-    --new "{$common,\"init_from\":\"models/ood/$pair-full.safetensors\",\"model\":$(arch models/ood/$pair-full.safetensors)}"
+    --new "{$common,$(ood_member_start "$pair" full)}"
 python3 scripts/train_timed.py "runs/$tag-E" "$local_s" --qat-start 1.0 --every 0.05 --probe ${PROBE:-30} --steps-like "runs/$tag-F" \
-    --new "{$common,\"init_from\":\"models/ood/$pair-local.safetensors\",\"model\":$(arch models/ood/$pair-local.safetensors)}"
+    --new "{$common,$(ood_member_start "$pair" local)}"

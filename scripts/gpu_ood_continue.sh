@@ -13,12 +13,8 @@ set -u
 pair=${1:?usage: gpu_ood_continue.sh PAIR SECONDS [LR] [DATA]}
 seconds=${2:?usage: gpu_ood_continue.sh PAIR SECONDS [LR] [DATA]}
 lr=${3:-1e-4}
-case $pair in
-gray) default_data=fashion-mnist-train ;;
-mnist) default_data=mnist-train ;;
-*) default_data= ;;
-esac
-data=${4:-$default_data}
+. scripts/ood_pair_common.sh
+data=${4:-$(ood_default_data "$pair")}
 [ -n "$data" ] || { echo "gpu_ood_continue.sh: name the training data of pair $pair" >&2; exit 2; }
 for member in full local; do
     [ -f "models/ood/$pair-$member.safetensors" ] || { echo "gpu_ood_continue.sh: no models/ood/$pair-$member.safetensors" >&2; exit 2; }
@@ -27,15 +23,13 @@ out=${OUT:-results/gpu-out}
 mkdir -p "$out"
 bash scripts/gpu_run.sh setup > /tmp/gpu_setup.log 2>&1 || { cat /tmp/gpu_setup.log; exit 1; }
 common="\"data\":[\"$data\"],\"crop\":28,\"batch\":${BATCH:-256},\"val_every\":1000,\"val_crops\":1024,\"ckpt_every\":2000,\"sampler\":\"vector\",\"threads\":2,\"seed\":26,\"lr\":$lr,\"warmup\":200"
-# the model block must match the file's configuration for warm_start to copy it; read it from the file
-arch() { python3 -c "import json,sys; from nelloc.zoo import load_float_file; print(json.dumps(load_float_file(sys.argv[1]).cfg.__dict__))" "$1"; }
-full_arch=$(PYTHONPATH=$PWD arch "models/ood/$pair-full.safetensors") || exit 1
-local_arch=$(PYTHONPATH=$PWD arch "models/ood/$pair-local.safetensors") || exit 1
+full_start=$(ood_member_start "$pair" full) || exit 1
+local_start=$(ood_member_start "$pair" local) || exit 1
 timed() { OUT=/tmp/gpu_ood_out bash scripts/gpu_run.sh timed "$@" --probe "${PROBE:-60}" > /dev/null 2>&1; }
 timed "runs/c-$pair-F" "$seconds" --qat-start 1.0 --every 0.05 \
-    --new "{$common,\"init_from\":\"models/ood/$pair-full.safetensors\",\"model\":$full_arch}" &
+    --new "{$common,$full_start}" &
 timed "runs/c-$pair-E" "$seconds" --qat-start 1.0 --every 0.05 --steps-like "runs/c-$pair-F" \
-    --new "{$common,\"init_from\":\"models/ood/$pair-local.safetensors\",\"model\":$local_arch}" &
+    --new "{$common,$local_start}" &
 wait
 tar czf "$out/c-$pair.tgz" runs/c-$pair-[FE]/log.jsonl runs/c-$pair-[FE]/summary.json \
     $(ls -d runs/c-$pair-F-swa runs/c-$pair-E-swa 2>/dev/null)
