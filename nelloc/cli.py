@@ -521,6 +521,8 @@ def _check_calib_quantile(value: float) -> float:
 @click.option("--batch", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--steps", type=int, default=4000, show_default=True)
+@click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True,
+              help="Learning rate after the warm-up: cosine down to 10% at the last step, or constant (the paper's).")
 @click.option("--qat-start", type=float, default=0.8, show_default=True, help="Fraction of steps before fake quantisation.")
 @click.option("--calib-quantile", type=click.FloatRange(0.0, 1.0), default=0.999, show_default=True,
               callback=lambda ctx, param, v: _check_calib_quantile(v),
@@ -536,7 +538,7 @@ def _check_calib_quantile(value: float) -> float:
 @click.option("--threads", type=int, default=0, help="torch threads (0 = default).")
 @click.option("-q", "--quiet", is_flag=True)
 def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, skip, act_bits, joint, crop, augment, batch, lr, steps,
-          qat_start, calib_quantile, grad_clip, init_from, device, amp, threads, quiet) -> None:
+          schedule, qat_start, calib_quantile, grad_clip, init_from, device, amp, threads, quiet) -> None:
     """Train (or resume, if RUN_DIR has a checkpoint) a model on staged data."""
     from nelloc.model import ModelConfig
     from nelloc.train import TrainConfig, Trainer, load_run_config
@@ -548,7 +550,7 @@ def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, s
         model = ModelConfig(int(channels), horizon, res_blocks, width, mixtures, kind, skip, act_bits, joint)
         cfg = TrainConfig(list(data) or ["cifar10-train"], model, crop, batch, lr, steps, qat_start=qat_start,
                           calib_quantile=calib_quantile, grad_clip=grad_clip, device=device, threads=threads, init_from=init_from, amp=amp,
-                          augment=augment)
+                          augment=augment, schedule=schedule)
     try:
         Trainer(cfg, run_dir).run(quiet=quiet)
     except (FileNotFoundError, ValueError) as exc:

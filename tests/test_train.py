@@ -465,3 +465,24 @@ def test_training_keeps_freed_memory_in_the_heap_on_glibc():
 
     on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is on_glibc
+
+
+def test_learning_rate_schedules(image_folder, tmp_path):
+    cosine = Trainer(tiny_config(image_folder, steps=102), tmp_path / "c")
+    assert cosine.lr_at(0) == pytest.approx(3e-3 / 2) and cosine.lr_at(2) == pytest.approx(3e-3)
+    assert cosine.lr_at(52) == pytest.approx(3e-3 * 0.55) and cosine.lr_at(102) == pytest.approx(3e-4)
+    constant = Trainer(tiny_config(image_folder, steps=102, schedule="constant"), tmp_path / "k")
+    assert constant.lr_at(0) == pytest.approx(3e-3 / 2)
+    assert [constant.lr_at(s) for s in (2, 52, 102, 10**6)] == [3e-3] * 4
+    with pytest.raises(ValueError, match="schedule"):
+        Trainer(tiny_config(image_folder, schedule="step"), tmp_path / "x")
+
+
+def test_a_run_saved_before_schedules_existed_resumes_on_the_cosine(image_folder, tmp_path):
+    Trainer(tiny_config(image_folder), tmp_path / "run").run(steps=3, quiet=True)
+    st = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    raw = json.loads(st["config"])
+    del raw["schedule"]
+    st["config"] = json.dumps(raw)
+    torch.save(st, tmp_path / "run" / "last.pt")
+    assert load_run_config(tmp_path / "run").schedule == "cosine"
