@@ -279,7 +279,8 @@ def images_bits(models: Sequence[PixelCNN], imgs: Sequence[np.ndarray], batch: i
 
 
 def score_images(images: Iterable[np.ndarray] | np.ndarray, pair: ModelPair | str, batch: int = 256,
-                 device: str = "cpu", progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, np.ndarray]:
+                 device: str = "cpu", progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 mirror: bool = False) -> dict[str, np.ndarray]:
     """Score every image under both members of ``pair``.
 
     Images are uint8 (H, W) / (H, W, 3) (converted to the pair's channels: grey is replicated to
@@ -294,13 +295,35 @@ def score_images(images: Iterable[np.ndarray] | np.ndarray, pair: ModelPair | st
     * ``score``: log2 p_full(x) - log2 p_local(x) = bits_local - bits_full, in bits per image
       (higher = more in-distribution); ``score_bpd`` is it per dimension;
     * ``dims``: sub-pixels per image.
+
+    ``mirror``: every code length is the mean over the image and its left-right mirror (the
+    symmetry the pairs were trained with), so the score is the mean of the two images' scores.
     """
     if isinstance(pair, str):
         pair = load_pair(pair)
     imgs = [to_channels(im, pair.channels) for im in images]
+    bits_f, bits_l = pair_bits(imgs, pair, batch, device, progress, max_pixels, mirror)
+    if mirror:
+        bits_f, bits_l = bits_f.mean(0), bits_l.mean(0)
+    return scores_from_bits(bits_f, bits_l, np.array([im.size for im in imgs], dtype=np.int64))
+
+
+def pair_bits(imgs: Sequence[np.ndarray], pair: ModelPair, batch: int = 256, device: str = "cpu",
+              progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
+              mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Code lengths (bits per image) under the full and the local member, images already in the
+    pair's channels; with ``mirror``, arrays of shape (2, N): the images, then their mirrors."""
+    n = len(imgs)
+    if mirror:
+        imgs = list(imgs) + [np.ascontiguousarray(im[:, ::-1]) for im in imgs]
     bits_f, bits_l = images_bits([pair.full, pair.local], imgs, batch, device, progress, max_pixels,
                                  desc=f"ood {pair.name}")
-    dims = np.array([im.size for im in imgs], dtype=np.int64)
+    if mirror:
+        return bits_f.reshape(2, n), bits_l.reshape(2, n)
+    return bits_f, bits_l
+
+
+def scores_from_bits(bits_f: np.ndarray, bits_l: np.ndarray, dims: np.ndarray) -> dict[str, np.ndarray]:
     score = bits_l - bits_f
     return {"bits_full": bits_f, "bits_local": bits_l, "bpd_full": bits_f / dims, "bpd_local": bits_l / dims,
             "score": score, "score_bpd": score / dims, "dims": dims}
@@ -495,15 +518,21 @@ METHODS = {  # key: (row title, how the in-distribution score is computed)
     "full_likelihood": ("Full PixelCNN likelihood", "-bpd_full"),
     "local_likelihood": ("Local PixelCNN likelihood", "-bpd_local"),
     "nelloc_ratio": ("NeLLoC ratio log p_full - log p_local", "(bits_local - bits_full) / dims"),
+    "nelloc_ratio_mirror": ("NeLLoC ratio, mean over the image and its mirror",
+                            "mean of (bits_local - bits_full) / dims over x and its left-right mirror"),
     "ic_png": ("Input complexity S, full PCNN + PNG", "(bits_png - bits_full) / dims"),
     "ic_jxl": ("Input complexity S, full PCNN + JPEG XL e7", "(bits_jxl - bits_full) / dims"),
     "ic_flif": ("Input complexity S, full PCNN + FLIF", "(bits_flif - bits_full) / dims"),
 }
 
 
-def method_scores(s: dict[str, np.ndarray], classical: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every method's in-distribution score (higher = more in-distribution), per dimension."""
+def method_scores(s: dict[str, np.ndarray], classical: dict[str, np.ndarray],
+                  mirrored: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Every method's in-distribution score (higher = more in-distribution), per dimension;
+    ``mirrored``: the scores averaged over each image and its mirror, for the mirror row."""
     out = {"full_likelihood": -s["bpd_full"], "local_likelihood": -s["bpd_local"], "nelloc_ratio": s["score_bpd"]}
+    if mirrored is not None:
+        out["nelloc_ratio_mirror"] = mirrored["score_bpd"]
     for name, bits in classical.items():
         out[f"ic_{name}"] = (bits - s["bits_full"]) / s["dims"]
     return out
@@ -519,11 +548,13 @@ def _summary(s: dict[str, np.ndarray], classical: dict[str, np.ndarray]) -> dict
 
 def evaluate(in_dist: str, ood_sets: Sequence[str], pair: ModelPair | str, limit: int | None = None,
              batch: int = 256, device: str = "cpu", plot_dir: str | Path | None = None,
-             baselines: bool = True, progress: bool = True) -> dict:
+             baselines: bool = True, progress: bool = True, mirror: bool = False) -> dict:
     """AUROC and FPR at 95% TPR of every method, ID set ``in_dist`` against each of ``ood_sets``.
 
     All scores are per dimension (identical ranking to per image when the sets share one image
-    size).  Returns a JSON-ready dict; with ``plot_dir``, also writes one histogram PNG per OOD set."""
+    size).  ``mirror`` adds the row of the ratio averaged over each image and its left-right mirror
+    (twice the network work).  Returns a JSON-ready dict; with ``plot_dir``, also writes one
+    histogram PNG per OOD set."""
     if isinstance(pair, str):
         pair = load_pair(pair)
     ch = pair.channels
@@ -531,12 +562,14 @@ def evaluate(in_dist: str, ood_sets: Sequence[str], pair: ModelPair | str, limit
 
     def measure(spec: str):
         iset = load_set(spec, ch, limit, spread=True)
-        s = score_images(iset.images, pair, batch=batch, device=device, progress=progress)
+        dims = np.array([im.size for im in iset.images], dtype=np.int64)
+        bits_f, bits_l = pair_bits(iset.images, pair, batch, device, progress, mirror=mirror)
+        s = scores_from_bits(bits_f[0], bits_l[0], dims) if mirror else scores_from_bits(bits_f, bits_l, dims)
+        m = scores_from_bits(bits_f.mean(0), bits_l.mean(0), dims) if mirror else None
         cl = {name: classical_bits(iset.images, c, progress) for name, c in codecs.items()}
-        return iset, s, cl
+        return iset, s, cl, method_scores(s, cl, m)
 
-    in_set, in_s, in_cl = measure(in_dist)
-    in_m = method_scores(in_s, in_cl)
+    in_set, in_s, in_cl, in_m = measure(in_dist)
     result = {
         "pair": pair.name,
         "pair_channels": ch,
@@ -552,8 +585,7 @@ def evaluate(in_dist: str, ood_sets: Sequence[str], pair: ModelPair | str, limit
     if baselines and "flif" not in codecs:
         result["notes"].append("FLIF: no `flif` binary on PATH, so no FLIF row")
     for spec in ood_sets:
-        o_set, o_s, o_cl = measure(spec)
-        o_m = method_scores(o_s, o_cl)
+        o_set, o_s, o_cl, o_m = measure(spec)
         metrics = {k: {"auroc": round(auroc(in_m[k], o_m[k]), 4), "fpr95": round(fpr_at_tpr(in_m[k], o_m[k]), 4)}
                    for k in in_m}
         result["ood"][spec] = {"label": o_set.label, "title": o_set.title, "images": len(o_set.images),

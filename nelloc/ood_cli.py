@@ -69,7 +69,8 @@ def ood() -> None:
 @click.option("--batch", type=click.IntRange(1), default=256, show_default=True, help="Images per forward pass.")
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1 or auto.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="At most N images per input folder / .npz.")
-def score_cmd(inputs, pair_name, as_json, batch, device, limit) -> None:
+@click.option("--mirror", is_flag=True, help="Average each figure over the image and its left-right mirror.")
+def score_cmd(inputs, pair_name, as_json, batch, device, limit, mirror) -> None:
     """Per image: bits per dim under the full and local model, and the score in bits.
 
     score = log2 p_full(x) - log2 p_local(x) for the whole image (higher = more in-distribution).
@@ -84,7 +85,7 @@ def score_cmd(inputs, pair_name, as_json, batch, device, limit) -> None:
     rows: list[dict | None] = [None] * len(items)
     for name, idx in groups.items():
         pair = _ood.load_pair(name)
-        s = _ood.score_images([items[i][1] for i in idx], pair, batch=batch, device=device)
+        s = _ood.score_images([items[i][1] for i in idx], pair, batch=batch, device=device, mirror=mirror)
         for j, i in enumerate(idx):
             im = items[i][1]
             rows[i] = {"name": items[i][0], "pair": name, "height": im.shape[0], "width": im.shape[1],
@@ -93,12 +94,13 @@ def score_cmd(inputs, pair_name, as_json, batch, device, limit) -> None:
                        "score_bpd": round(float(s["score_bpd"][j]), 5)}
     if as_json:
         click.echo(json.dumps({"score": "log2 p_full(x) - log2 p_local(x), bits per image; higher = in-distribution",
-                               "images": rows}, indent=1))
+                               "mirror": mirror, "images": rows}, indent=1))
         return
     click.echo(f"{'bpd_full':>9} {'bpd_local':>9} {'score_bits':>11}  {'pair':<6} image")
     for r in rows:
         click.echo(f"{r['bpd_full']:9.4f} {r['bpd_local']:9.4f} {r['score_bits']:11.2f}  {r['pair']:<6} {r['name']}")
-    click.echo("score = log2 p_full - log2 p_local per image (bits); higher = more in-distribution", err=True)
+    click.echo("score = log2 p_full - log2 p_local per image (bits); higher = more in-distribution"
+               + ("; each figure the mean over the image and its mirror" if mirror else ""), err=True)
 
 
 @ood.command("eval")
@@ -112,13 +114,15 @@ def score_cmd(inputs, pair_name, as_json, batch, device, limit) -> None:
 @click.option("--batch", type=click.IntRange(1), default=256, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1 or auto.")
 @click.option("--no-baselines", is_flag=True, help="Skip the input-complexity rows (PNG / JPEG XL / FLIF).")
+@click.option("--mirror", is_flag=True, help="Add the row of the ratio averaged over each image and its left-right "
+              "mirror (twice the network work).")
 @click.option("--record", is_flag=True, help="Store the AUROC / FPR95 in the pair's card (ood/NAME.json).")
-def eval_cmd(in_dist, ood_sets, pair_name, limit, as_json, plot_dir, batch, device, no_baselines, record) -> None:
+def eval_cmd(in_dist, ood_sets, pair_name, limit, as_json, plot_dir, batch, device, no_baselines, mirror, record) -> None:
     """AUROC and FPR at 95% TPR: full likelihood, local likelihood, NeLLoC ratio, input complexity."""
     if not pair_name:
         pair_name = _ood.default_pair(_channels_of(in_dist))
     result = _ood.evaluate(in_dist, list(ood_sets), pair_name, limit=limit, batch=batch, device=device,
-                          plot_dir=plot_dir, baselines=not no_baselines)
+                          plot_dir=plot_dir, baselines=not no_baselines, mirror=mirror)
     if record:
         result["recorded_in"] = str(_ood.record_evaluation(pair_name, result))
     click.echo(json.dumps(result, indent=1) if as_json else _ood.format_markdown(result))

@@ -83,6 +83,22 @@ def test_score_is_log_ratio_of_the_members(pairs):
     np.testing.assert_allclose(one["score"], s["score"], rtol=0, atol=1e-4)  # float32 convolutions
 
 
+def test_mirror_averages_the_image_and_its_mirror(pairs):
+    pair = ood.load_pair("rgb")
+    imgs = _images(3, (8, 8, 3)) + _images(1, (6, 10, 3), seed=1)
+    mirrors = [im[:, ::-1] for im in imgs]
+    plain, flipped = ood.score_images(imgs, pair, progress=False), ood.score_images(mirrors, pair, progress=False)
+    both = ood.score_images(imgs, pair, progress=False, mirror=True)
+    for key in ("bits_full", "bits_local"):
+        np.testing.assert_allclose(both[key], (plain[key] + flipped[key]) / 2, rtol=1e-6)
+    assert not np.allclose(plain["bits_full"], flipped["bits_full"])  # the mirror is another image to the model
+    np.testing.assert_array_equal(both["score"], both["bits_local"] - both["bits_full"])
+    # a mirror-symmetric image scores as it does without the average
+    sym = [np.concatenate([im, im[:, ::-1]], axis=1) for im in _images(2, (8, 4, 3), seed=3)]
+    np.testing.assert_allclose(ood.score_images(sym, pair, progress=False, mirror=True)["score"],
+                               ood.score_images(sym, pair, progress=False)["score"], rtol=1e-6)
+
+
 def test_grey_images_are_replicated_for_a_colour_pair(pairs):
     grey = _images(2, (8, 8))
     rgb = [np.repeat(g[..., None], 3, axis=2) for g in grey]
@@ -213,6 +229,11 @@ def test_cli_score(pairs, tmp_path):
     res = runner.invoke(ood_group, ["score", str(d / "g0.png"), "--model-pair", "rgb"])
     assert res.exit_code == 0, res.output
     assert "bpd_full" in res.stdout and "g0.png" in res.stdout and " rgb " in res.stdout
+    res = runner.invoke(ood_group, ["score", str(d / "g0.png"), "--json", "--mirror"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    want = ood.score_images([np.asarray(Image.open(d / "g0.png"))], "gray", progress=False, mirror=True)
+    assert out["mirror"] is True and out["images"][0]["score_bits"] == round(float(want["score"][0]), 3)
     res = runner.invoke(ood_group, ["score", str(d / "g0.png"), "--model-pair", "missing"])
     assert isinstance(res.exception, ModelError)
 
@@ -235,3 +256,15 @@ def test_cli_eval(pairs, tmp_path):
     assert "| score |" in res.stdout and "NeLLoC ratio" in res.stdout and "Input complexity" not in res.stdout
     card = json.loads((pairs / "ood" / "gray.json").read_text())
     assert card["evaluations"][str(tmp_path / "a.npz")]["images"] == 3
+    assert "mirror" not in res.stdout
+    res = runner.invoke(ood_group, args + ["--json", "--no-baselines", "--mirror"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    against_b = out["ood"][str(tmp_path / "b.npz")]["metrics"]
+    assert set(against_b) == {"full_likelihood", "local_likelihood", "nelloc_ratio", "nelloc_ratio_mirror"}
+    assert out["ood"][str(tmp_path / "a.npz")]["metrics"]["nelloc_ratio_mirror"]["auroc"] == 0.5
+    # the constant images of b are their own mirrors: the mirror row ranks them as the plain one
+    imgs_a = list(np.load(tmp_path / "a.npz")["images"])
+    m = ood.score_images(imgs_a, "gray", progress=False, mirror=True)["score_bpd"]
+    o = ood.score_images(list(np.load(tmp_path / "b.npz")["images"]), "gray", progress=False)["score_bpd"]
+    assert against_b["nelloc_ratio_mirror"]["auroc"] == round(ood.auroc(m, o), 4)
