@@ -248,6 +248,7 @@ class Trainer:
         ckpt = self.run_dir / "last.pt"
         if ckpt.exists():
             self.load(ckpt)
+            self._trim_log()
         elif cfg.init_from:
             warm_start(self.model, load_float_model(cfg.init_from, "last"))
 
@@ -333,6 +334,19 @@ class Trainer:
         model of an earlier phase is no candidate for export any more."""
         self.best_val = math.inf
         (self.run_dir / "best_model.pt").unlink(missing_ok=True)
+
+    def _trim_log(self) -> None:
+        """Resuming: steps logged after the checkpoint were lost with the interruption and will be
+        trained again, so their records go (the curve then has each step once)."""
+        path = self.run_dir / "log.jsonl"
+        if not path.exists():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= self.step]
+        if len(kept) != len(lines):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(kept))
+            tmp.replace(path)
 
     def log(self, record: dict) -> None:
         with open(self.run_dir / "log.jsonl", "a") as f:

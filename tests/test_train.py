@@ -43,6 +43,19 @@ def test_resume_reproduces_the_next_step(image_folder, tmp_path):
         assert torch.equal(pa, pb)
 
 
+def test_resume_drops_the_log_records_of_steps_lost_with_the_interruption(image_folder, tmp_path):
+    a = Trainer(tiny_config(image_folder), tmp_path / "a")
+    a.run(steps=6, quiet=True)  # checkpoint at step 6
+    for _ in range(2):  # trained and logged, then the process dies before the next checkpoint
+        a.log({"step": a.step + 1, "loss_bpd": a.train_step(), "wall_s": 0.0})
+    steps = lambda: [json.loads(line)["step"] for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert steps()[-2:] == [7, 8]
+    b = Trainer(tiny_config(image_folder), tmp_path / "a")
+    assert b.step == 6 and steps() == [1, 2, 3, 4, 5, 6]
+    b.run(steps=8, quiet=True)
+    assert steps() == list(range(1, 9))
+
+
 def test_the_card_names_the_machine_the_run_trained_on_not_the_one_exporting_it(image_folder, tmp_path):
     from nelloc.train import run_summary
 
