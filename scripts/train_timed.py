@@ -5,7 +5,7 @@
 
 The first ``--probe`` steps (inside the learning-rate warm-up, so the schedule does not depend on
 them) time a step; the run's ``steps`` is then set so that the rest fits in SECONDS with a margin for
-the slower fake-quantised steps and validation.  The last K snapshots (``--every`` of the steps
+the slower fake-quantised steps and validation.  The last K snapshots (``--every`` of this leg's steps
 apart) are kept as RUN@STEP and averaged into RUN-swa.  If the clock still runs out, training stops
 at the deadline and says so; ``summary.json`` in RUN records steps, step time and wall time.
 """
@@ -76,8 +76,8 @@ if total <= trainer.step + args.snapshots:
     raise SystemExit(f"train_timed: {args.seconds:.0f} s leave no time to train after the probe ({step_s:.3f} s/step)")
 cfg.steps = total
 (run / "plan.json").write_text(json.dumps({"steps": total}) + "\n")
-gap = max(1, int(args.every * total))
-snaps = [total - gap * k for k in reversed(range(args.snapshots))]
+gap = max(1, int(args.every * (total - first)))  # a fraction of this leg's steps (a resumed run has had others)
+snaps = [s for s in (total - gap * k for k in reversed(range(args.snapshots))) if s > trainer.step]
 print(f"{run}: {step_s * 1000:.1f} ms/step after {args.probe} steps; planned {total} steps "
       f"(fake-quantised from {int(cfg.qat_start * total)}), snapshots {snaps}", flush=True)
 stopped_early = False
