@@ -342,11 +342,17 @@ class Trainer:
         if not path.exists():
             return
         lines = path.read_text().splitlines(keepends=True)
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= self.step]
-        if len(kept) != len(lines):
+        kept = [line if line.endswith("\n") else line + "\n" for line in lines if self._logged_by_now(line)]
+        if kept != lines:
             tmp = path.with_suffix(".tmp")
             tmp.write_text("".join(kept))
             tmp.replace(path)
+
+    def _logged_by_now(self, line: str) -> bool:
+        try:  # a process killed while writing leaves a cut-off last line: a step after the checkpoint
+            return json.loads(line)["step"] <= self.step
+        except (ValueError, KeyError, TypeError):
+            return False
 
     def log(self, record: dict) -> None:
         with open(self.run_dir / "log.jsonl", "a") as f:

@@ -54,6 +54,10 @@ def test_resume_drops_the_log_records_of_steps_lost_with_the_interruption(image_
     assert b.step == 6 and steps() == [1, 2, 3, 4, 5, 6]
     b.run(steps=8, quiet=True)
     assert steps() == list(range(1, 9))
+    with open(tmp_path / "a" / "log.jsonl", "a") as f:
+        f.write('{"step": 9, "loss_b')  # killed in the middle of a line
+    c = Trainer(tiny_config(image_folder), tmp_path / "a")
+    assert c.step == 8 and steps() == list(range(1, 9))
 
 
 def test_the_card_names_the_machine_the_run_trained_on_not_the_one_exporting_it(image_folder, tmp_path):
