@@ -2,7 +2,7 @@
 confuses with the OOD set):
 
     python scripts/ood_by_class.py --model-pair gray --in-dist fashion-mnist-test --ood mnist-test \
-        --limit 1000 --out docs/results/ood-by-class-gray.json
+        --limit 1000 --out docs/results/ood-by-class-gray.json    [--mirror: nelloc ood score --mirror's score]
 
 Both sets are subsampled evenly (``--limit`` as in ``nelloc ood eval``); the in-distribution set's
 ``.npz`` must hold a ``labels`` array.
@@ -23,6 +23,7 @@ p.add_argument("--model-pair", required=True)
 p.add_argument("--in-dist", required=True)
 p.add_argument("--ood", required=True)
 p.add_argument("--limit", type=int, default=1000)
+p.add_argument("--mirror", action="store_true", help="the ratio averaged over each image and its mirror")
 p.add_argument("--out")
 args = p.parse_args()
 
@@ -30,9 +31,9 @@ pair = ood.load_pair(args.model_pair)
 with np.load(data.resolve(args.in_dist)) as f:
     idx = ood.spread_indices(len(f["labels"]), args.limit)
     images, labels = f["images"][idx], f["labels"][idx]
-in_s = ood.score_images([ood.to_channels(im, pair.channels) for im in images], pair, progress=False)
+in_s = ood.score_images([ood.to_channels(im, pair.channels) for im in images], pair, progress=False, mirror=args.mirror)
 out_set = ood.load_set(args.ood, pair.channels, args.limit, spread=True)
-out_s = ood.score_images(out_set.images, pair, progress=False)
+out_s = ood.score_images(out_set.images, pair, progress=False, mirror=args.mirror)
 score_in, score_out = np.asarray(in_s["score"]), np.asarray(out_s["score"])
 names = FASHION if "fashion" in args.in_dist else [str(c) for c in range(int(labels.max()) + 1)]
 rows = []
