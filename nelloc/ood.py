@@ -303,24 +303,24 @@ def score_images(images: Iterable[np.ndarray] | np.ndarray, pair: ModelPair | st
         pair = load_pair(pair)
     imgs = [to_channels(im, pair.channels) for im in images]
     bits_f, bits_l = pair_bits(imgs, pair, batch, device, progress, max_pixels, mirror)
-    if mirror:
-        bits_f, bits_l = bits_f.mean(0), bits_l.mean(0)
-    return scores_from_bits(bits_f, bits_l, np.array([im.size for im in imgs], dtype=np.int64))
+    return scores_from_bits(bits_f.mean(0), bits_l.mean(0), image_dims(imgs))
 
 
 def pair_bits(imgs: Sequence[np.ndarray], pair: ModelPair, batch: int = 256, device: str = "cpu",
               progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
               mirror: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Code lengths (bits per image) under the full and the local member, images already in the
-    pair's channels; with ``mirror``, arrays of shape (2, N): the images, then their mirrors."""
-    n = len(imgs)
-    if mirror:
-        imgs = list(imgs) + [np.ascontiguousarray(im[:, ::-1]) for im in imgs]
-    bits_f, bits_l = images_bits([pair.full, pair.local], imgs, batch, device, progress, max_pixels,
-                                 desc=f"ood {pair.name}")
-    if mirror:
-        return bits_f.reshape(2, n), bits_l.reshape(2, n)
-    return bits_f, bits_l
+    pair's channels: arrays of shape (V, N), row 0 the images and, with ``mirror``, row 1 their
+    mirrors."""
+    views = [list(imgs)] + ([[np.ascontiguousarray(im[:, ::-1]) for im in imgs]] if mirror else [])
+    bits_f, bits_l = images_bits([pair.full, pair.local], [im for v in views for im in v], batch, device,
+                                 progress, max_pixels, desc=f"ood {pair.name}")
+    return bits_f.reshape(len(views), len(imgs)), bits_l.reshape(len(views), len(imgs))
+
+
+def image_dims(imgs: Sequence[np.ndarray]) -> np.ndarray:
+    """Sub-pixels of each image."""
+    return np.array([im.size for im in imgs], dtype=np.int64)
 
 
 def scores_from_bits(bits_f: np.ndarray, bits_l: np.ndarray, dims: np.ndarray) -> dict[str, np.ndarray]:
@@ -562,9 +562,9 @@ def evaluate(in_dist: str, ood_sets: Sequence[str], pair: ModelPair | str, limit
 
     def measure(spec: str):
         iset = load_set(spec, ch, limit, spread=True)
-        dims = np.array([im.size for im in iset.images], dtype=np.int64)
+        dims = image_dims(iset.images)
         bits_f, bits_l = pair_bits(iset.images, pair, batch, device, progress, mirror=mirror)
-        s = scores_from_bits(bits_f[0], bits_l[0], dims) if mirror else scores_from_bits(bits_f, bits_l, dims)
+        s = scores_from_bits(bits_f[0], bits_l[0], dims)
         m = scores_from_bits(bits_f.mean(0), bits_l.mean(0), dims) if mirror else None
         cl = {name: classical_bits(iset.images, c, progress) for name, c in codecs.items()}
         return iset, s, cl, method_scores(s, cl, m)
