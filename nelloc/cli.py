@@ -534,7 +534,7 @@ def _check_calib_quantile(value: float) -> float:
               "or a wider local model from a narrower one.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--amp", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="bfloat16 mixed precision in the float phase (auto: on CUDA only).")
+              help="bfloat16 mixed precision in the float phase (auto: on CUDA, and on CPUs with native bfloat16, AVX512-BF16 or AMX).")
 @click.option("--threads", type=int, default=0, help="torch threads (0 = default).")
 @click.option("-q", "--quiet", is_flag=True)
 def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, skip, act_bits, joint, crop, augment, batch, lr, steps,

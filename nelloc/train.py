@@ -48,7 +48,8 @@ class TrainConfig:
     threads: int = 0  # 0 = torch default
     device: str = "cpu"
     init_from: str = ""  # a local run whose model starts this full model (see warm_start)
-    amp: str = "auto"  # bfloat16 autocast of the trunk in the float phase: "auto" (on CUDA), "on", "off"
+    amp: str = "auto"  # bfloat16 autocast of the trunk in the float phase: "auto" (CUDA, or a CPU with
+    #   native bfloat16 arithmetic: see native_bf16), "on", "off"
     sampler: str = "loop"  # "vector": the same crop distribution drawn with array operations (another
     #                        stream of crops; 2x faster at batch 256: 4 vs 9 ms on the CPU VM)
     augment: str = "flip"  # "flip": horizontal mirror with probability 1/2; "dihedral": any of the
@@ -219,6 +220,22 @@ def describe_hardware(device: torch.device, threads: int = 0) -> str:
             f"{threads or 'default'} torch threads")
 
 
+def native_bf16(device: torch.device, cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether bfloat16 matmuls are native on ``device``: CUDA, or an x86 CPU with AVX512-BF16 or AMX
+    (on the stop-29 AMD EPYC VM a width-256 step took 0.36 s instead of 0.51; where bfloat16 is only
+    emulated it would be slower, so other CPUs train in float32)."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def quantizing_at(cfg: TrainConfig, step: int) -> bool:
     """Whether step ``step`` of a run with this configuration trains with fake quantisation."""
     return cfg.model.kind == "local" and step >= int(cfg.qat_start * cfg.steps)
@@ -239,7 +256,7 @@ class Trainer:
             raise ValueError(f"amp must be auto, on or off, not {cfg.amp!r}")
         if cfg.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, not {cfg.schedule!r}")
-        self.model.amp = cfg.amp == "on" or (cfg.amp == "auto" and self.device.type == "cuda")
+        self.model.amp = cfg.amp == "on" or (cfg.amp == "auto" and native_bf16(self.device))
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.sampler, self.val = build_samplers(cfg)
         self.step = 0

@@ -10,7 +10,7 @@ import torch
 
 from nelloc import codec, exact
 from nelloc.model import ActQuant, ModelConfig
-from nelloc.train import TrainConfig, Trainer, export_run, load_float_model, load_run_config
+from nelloc.train import TrainConfig, Trainer, export_run, load_float_model, load_run_config, native_bf16
 
 from conftest import smooth_image
 
@@ -417,9 +417,23 @@ def test_training_with_mixed_precision_reduces_loss(image_folder, tmp_path):
     first = trainer.validate()
     trainer.run(quiet=True)
     assert trainer.validate() < first
-    assert not Trainer(tiny_config(image_folder, amp="auto"), tmp_path / "cpu").model.amp  # auto: CUDA only
+    auto = Trainer(tiny_config(image_folder, amp="auto"), tmp_path / "cpu").model.amp
+    assert auto == native_bf16(torch.device("cpu"))  # auto: CUDA, or a CPU with native bfloat16
     with pytest.raises(ValueError):
         Trainer(tiny_config(image_folder, amp="maybe"), tmp_path / "bad")
+
+
+@pytest.mark.parametrize("flags, native", [
+    ("fpu sse2 avx2 fma avx512f avx512bw", False),  # AVX-512 without BF16: bfloat16 would be emulated
+    ("fpu sse2 avx512f avx512_bf16 avx512_vnni", True),  # e.g. AMD Zen 4
+    ("fpu sse2 avx512f amx_tile amx_bf16", True),  # Intel Sapphire Rapids
+])
+def test_native_bf16_reads_the_cpu_flags(tmp_path, flags, native):
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert native_bf16(torch.device("cpu"), str(info)) is native
+    assert native_bf16(torch.device("cpu"), str(tmp_path / "missing")) is False  # not Linux: float32
+    assert native_bf16(torch.device("cuda")) is True
 
 
 def test_an_extension_leg_can_widen_the_activations_keeping_their_ranges(image_folder, tmp_path):
