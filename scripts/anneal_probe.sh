@@ -15,9 +15,11 @@ start=${snap##*@}
 end=$((start + tail_steps))
 [ -e "$out" ] && { echo "anneal_probe.sh: $out exists" >&2; exit 2; }
 cp -r "$snap" "$out"
-[ -n "${PAUSE_PID:-}" ] && kill -STOP "$PAUSE_PID"
-trap '[ -n "${PAUSE_PID:-}" ] && kill -CONT "$PAUSE_PID"' EXIT
+resume() { [ -z "${PAUSE_PID:-}" ] || kill -CONT "$PAUSE_PID"; }
+[ -z "${PAUSE_PID:-}" ] || kill -STOP "$PAUSE_PID"
+trap resume EXIT  # also when the tail fails or is interrupted
 python3 scripts/train_extend.py "$out" "$end" \
     --set "{\"schedule\":\"cosine\",\"warmup\":$start,\"steps\":$end,\"val_every\":1000000000}"
-[ -n "${PAUSE_PID:-}" ] && kill -CONT "$PAUSE_PID"
+resume  # the paused run goes on while the held-out images are scored
+trap - EXIT
 python3 scripts/heldout_bits.py "$out" "$@"
