@@ -71,9 +71,9 @@ def _requant(weight: np.ndarray, scale: np.ndarray, bias: np.ndarray, lo, hi) ->
                  np.broadcast_to(np.float64(hi), (n,)).copy())
 
 
-def _int_weight(w: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    scale = weight_scale(w)
-    q = torch.round(w.detach() / scale.view(-1, *([1] * (w.dim() - 1)))).clamp(-WEIGHT_QMAX, WEIGHT_QMAX)
+def _int_weight(w: torch.Tensor, qmax: int = WEIGHT_QMAX) -> tuple[np.ndarray, np.ndarray]:
+    scale = weight_scale(w, qmax)
+    q = torch.round(w.detach() / scale.view(-1, *([1] * (w.dim() - 1)))).clamp(-qmax, qmax)
     return q.numpy(), scale.double().numpy()
 
 
@@ -129,9 +129,9 @@ def export(model: PixelCNN) -> dict[str, np.ndarray]:
                                   for i in range(5))
     put("out", _requant(w[:, :, 0, 0].T, s_in * s_w * gain / unit, (gain * bias + offset) / unit + 0.5, lo, hi))
     if cfg.skip:  # linear path from the neighbourhood (integer inputs at scale 1/128) to the outputs
-        w, s_w = _int_weight(model.skip)
+        w, s_w = _int_weight(model.skip, cfg.skip_qmax)
         mul, _ = _dyadic(s_w * gain / unit / INPUT_CENTRE)
-        tensors["skip.weight"], tensors["skip.mul"] = w.T.astype(np.int8), mul
+        tensors["skip.weight"], tensors["skip.mul"] = w.T.astype(skip_dtype(cfg)), mul
     for name, table in mx.build_tables().items():
         tensors[f"table.{name}"] = table
     if cfg.joint:
@@ -220,7 +220,7 @@ class ExactModel:
                     raise ModelError(f"block {b}: residual constants out of range")
             if cfg.skip:
                 ws, ms = self.tensors["skip.weight"], self.tensors["skip.mul"]
-                _checked_sum_bound("skip", ws, INPUT_CENTRE)
+                _checked_sum_bound("skip", ws, INPUT_CENTRE, cfg.skip_qmax, skip_dtype(cfg))
                 if ws.shape != (fan_in, cfg.out_channels) or ms.shape != (cfg.out_channels,):
                     raise ModelError("skip: shape does not match the configuration")
                 _check_float32_constants("skip", ms)
@@ -434,11 +434,18 @@ class ExactModel:
         return res
 
 
-def _checked_sum_bound(what: str, w: np.ndarray, max_input: float) -> np.ndarray:
-    """Check int8 weights in [-127, 127] whose sums with inputs up to ``max_input`` in magnitude stay
-    below 2**24 (exact in float32); returns each output's bound on |acc|."""
-    if w.dtype != np.int8 or np.abs(w.astype(np.int64)).max() > WEIGHT_QMAX:
-        raise ModelError(f"{what}: weights must be int8 in [-127, 127]")
+def skip_dtype(cfg: ModelConfig) -> type:
+    """The skip's weights are stored as int8 when they fit (``skip_bits`` 8), else int16."""
+    return np.int8 if cfg.skip_qmax <= WEIGHT_QMAX else np.int16
+
+
+def _checked_sum_bound(what: str, w: np.ndarray, max_input: float, qmax: int = WEIGHT_QMAX,
+                       dtype: type = np.int8) -> np.ndarray:
+    """Check integer weights in [-qmax, qmax] (int8 in [-127, 127] unless said otherwise) whose sums
+    with inputs up to ``max_input`` in magnitude stay below 2**24 (exact in float32); returns each
+    output's bound on |acc|."""
+    if w.dtype != dtype or np.abs(w.astype(np.int64)).max() > qmax:
+        raise ModelError(f"{what}: weights must be {np.dtype(dtype).name} in [-{qmax}, {qmax}]")
     acc_max = np.abs(w.astype(np.int64)).sum(axis=0) * max_input
     if acc_max.max() >= 2**24:
         raise ModelError(f"{what}: sums can reach 2**24, float32 would round")

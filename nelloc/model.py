@@ -29,6 +29,8 @@ WEIGHT_QMAX = 127
 INPUT_CENTRE = 128.0  # the network sees (v - 128) / 128 and a validity plane of 1 (integer: 128)
 ACT_QMAX = 255  # hidden activations of 8-bit models (ModelConfig.act_bits = 8)
 ACT_BITS_RANGE = (4, 12)  # a float32 holds these integers exactly; fan-in sums are checked on export
+SKIP_BITS_RANGE = (8, 12)  # signed skip weights |w| <= 2**(bits-1) - 1; 12 bits (2047) x 96 inputs x 128
+#                            can pass 2**24, so the loader checks each output's actual sum
 
 
 @dataclass(frozen=True)
@@ -44,17 +46,26 @@ class ModelConfig:
     skip: bool = False  # a linear layer from the causal neighbourhood to the outputs (full: a mask-A conv)
     act_bits: int = 8  # hidden activations are integers 0 .. 2**act_bits - 1 in the exact model
     joint: bool = False  # colour: components shared across a pixel's channels (mixture.log_prob_joint)
+    skip_bits: int = 8  # the skip's integer weights span +-(2**(skip_bits-1) - 1): it maps grey levels
+    #                     straight to the means, so int8 rounding there costs most (docs/ablations.md)
 
     def __post_init__(self) -> None:
         lo, hi = ACT_BITS_RANGE
         if not (isinstance(self.act_bits, int) and lo <= self.act_bits <= hi):
             raise ValueError(f"act_bits must be an integer in {lo}..{hi}, not {self.act_bits!r}")
+        lo, hi = SKIP_BITS_RANGE
+        if not (isinstance(self.skip_bits, int) and lo <= self.skip_bits <= hi):
+            raise ValueError(f"skip_bits must be an integer in {lo}..{hi}, not {self.skip_bits!r}")
         if self.joint and self.channels != 3:
             raise ValueError("joint mixtures are for colour (3-channel) models")
 
     @property
     def act_qmax(self) -> int:
         return 2**self.act_bits - 1
+
+    @property
+    def skip_qmax(self) -> int:
+        return 2 ** (self.skip_bits - 1) - 1
 
     @property
     def params_per_component(self) -> int:
@@ -78,6 +89,8 @@ class ModelConfig:
             del d["act_bits"]
         if not d["joint"]:
             del d["joint"]
+        if d["skip_bits"] == 8:
+            del d["skip_bits"]
         return d
 
 
@@ -95,15 +108,14 @@ def floor_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.floor(x) - x).detach()
 
 
-def quantize_weight(w: torch.Tensor) -> torch.Tensor:
-    """Fake-quantise to int8 with one scale per output channel (dim 0)."""
-    scale = w.detach().abs().flatten(1).amax(1).clamp_min(1e-8) / WEIGHT_QMAX
-    scale = scale.view(-1, *([1] * (w.dim() - 1)))
-    return round_ste(w / scale).clamp(-WEIGHT_QMAX, WEIGHT_QMAX) * scale
+def quantize_weight(w: torch.Tensor, qmax: int = WEIGHT_QMAX) -> torch.Tensor:
+    """Fake-quantise to integers in [-qmax, qmax] (int8 by default) with one scale per output channel (dim 0)."""
+    scale = weight_scale(w, qmax).view(-1, *([1] * (w.dim() - 1)))
+    return round_ste(w / scale).clamp(-qmax, qmax) * scale
 
 
-def weight_scale(w: torch.Tensor) -> torch.Tensor:
-    return w.detach().abs().flatten(1).amax(1).clamp_min(1e-8) / WEIGHT_QMAX
+def weight_scale(w: torch.Tensor, qmax: int = WEIGHT_QMAX) -> torch.Tensor:
+    return w.detach().abs().flatten(1).amax(1).clamp_min(1e-8) / qmax
 
 
 class ActQuant(nn.Module):
@@ -285,7 +297,7 @@ class PixelCNN(nn.Module):
         with self._autocast(h, False):
             out = dense(self.out, a.float())
             if self.cfg.skip:
-                ws = quantize_weight(self.skip) if q else self.skip
+                ws = quantize_weight(self.skip, self.cfg.skip_qmax) if q else self.skip
                 out = out + taps.reshape(b, hh, ww, -1) @ ws.t()
         return out
 

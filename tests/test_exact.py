@@ -44,6 +44,12 @@ def wide_act_model():
 
 
 @pytest.fixture(scope="module")
+def fine_skip_model():
+    """11-bit skip weights (int16 in the file) beside 10-bit activations."""
+    return exported(ModelConfig(width=32, mixtures=5, skip=True, act_bits=10, skip_bits=11))
+
+
+@pytest.fixture(scope="module")
 def tiny_rgb():
     return exact.ExactModel.load(TEST_DATA / "tiny-rgb.safetensors")
 
@@ -65,7 +71,7 @@ def outputs_by_steps(model, img, tile, batch, threads):
     return np.concatenate(parts)
 
 
-@pytest.mark.parametrize("which", ["tiny_rgb", "paper_size_model", "skip_model", "wide_act_model"])
+@pytest.mark.parametrize("which", ["tiny_rgb", "paper_size_model", "skip_model", "wide_act_model", "fine_skip_model"])
 def test_network_outputs_identical_for_any_batch_and_threads(which, request):
     model = request.getfixturevalue(which)
     img = smooth_image(23, 29, 3, seed=3)
@@ -121,10 +127,11 @@ def test_round_trip_with_thread_counts(paper_size_model, threads):
         torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("skip,act_bits,joint", [(False, 8, False), (True, 8, False), (True, 10, False), (True, 10, True)])
-def test_export_close_to_float_model(skip, act_bits, joint):
+@pytest.mark.parametrize("skip,act_bits,joint,skip_bits", [(False, 8, False, 8), (True, 8, False, 8), (True, 10, False, 8),
+                                                           (True, 10, True, 8), (True, 10, False, 11)])
+def test_export_close_to_float_model(skip, act_bits, joint, skip_bits):
     torch.manual_seed(0)
-    cfg = ModelConfig(width=32, mixtures=5, skip=skip, act_bits=act_bits, joint=joint)
+    cfg = ModelConfig(width=32, mixtures=5, skip=skip, act_bits=act_bits, joint=joint, skip_bits=skip_bits)
     model = PixelCNN(cfg)
     img = smooth_image(24, 24, 3, seed=6)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
@@ -177,6 +184,39 @@ def test_act_bits_is_in_the_id_only_when_not_8_and_is_bounded():
     for bad in (3, 13, 8.0):
         with pytest.raises(ValueError):
             ModelConfig(act_bits=bad)
+
+
+def test_skip_bits_is_in_the_id_only_when_not_8_and_is_bounded():
+    assert "skip_bits" not in ModelConfig(skip=True).to_dict()  # older models keep their SHA-256
+    assert ModelConfig(skip=True, skip_bits=11).to_dict()["skip_bits"] == 11
+    assert ModelConfig(skip_bits=11).skip_qmax == 1023
+    for bad in (7, 13, 11.0):
+        with pytest.raises(ValueError):
+            ModelConfig(skip_bits=bad)
+
+
+def test_fine_skip_is_stored_as_int16_and_round_trips(fine_skip_model):
+    w = fine_skip_model.tensors["skip.weight"]
+    assert w.dtype == np.int16 and np.abs(w).max() == 1023  # each output's largest weight sets its scale
+    img = smooth_image(15, 22, 3, seed=12)
+    payload = codec.encode_plane(fine_skip_model, img, 8)
+    assert np.array_equal(codec.decode_plane(fine_skip_model, payload, 15, 22, 8), img)
+
+
+def test_loader_checks_the_skip_against_its_bits(fine_skip_model, skip_model):
+    as_int8 = dict(skip_model.tensors, **{"skip.weight": skip_model.tensors["skip.weight"].astype(np.int16)})
+    with pytest.raises(ModelError, match="int8"):  # an 8-bit skip must be int8, as older files are
+        exact.ExactModel(as_int8, skip_model.cfg)
+    wide = fine_skip_model.tensors["skip.weight"].copy()
+    wide[0, 0] = 1024
+    with pytest.raises(ModelError, match="1023"):
+        exact.ExactModel(dict(fine_skip_model.tensors, **{"skip.weight": wide}), fine_skip_model.cfg)
+    huge = np.full_like(wide, 1023)  # 96 inputs * 1023 * 128 is fine; a larger fan-in is not
+    cfg = ModelConfig(width=32, mixtures=5, skip=True, act_bits=10, skip_bits=12, horizon=5)
+    big = np.full((cfg.fan_in, wide.shape[1]), 2047, np.int16)
+    assert huge.shape[0] * 1023 * 128 < 2**24 <= big.shape[0] * 2047 * 128
+    with pytest.raises(ModelError, match="2\\*\\*24"):
+        exact._checked_sum_bound("skip", big, 128.0, cfg.skip_qmax, np.int16)
 
 
 def test_wide_activations_refused_where_float32_sums_could_round():
@@ -289,7 +329,7 @@ def _numpy_forward32(model, x: np.ndarray) -> np.ndarray:
     return layer("out", layer("head", h), act=False, skip=model.cfg.skip)
 
 
-@pytest.mark.parametrize("which", ["tiny_rgb", "paper_size_model", "skip_model", "wide_act_model"])
+@pytest.mark.parametrize("which", ["tiny_rgb", "paper_size_model", "skip_model", "wide_act_model", "fine_skip_model"])
 def test_float32_arithmetic_matches_an_independent_numpy_reference(which, request):
     model = request.getfixturevalue(which)
     img = smooth_image(24, 20, model.cfg.channels, seed=5)
@@ -313,7 +353,7 @@ def test_version_1_arithmetic_is_also_batch_invariant_and_close_to_version_2(tin
     assert (whole == tiny_rgb.forward(x, arithmetic=2).numpy()).mean() > 0.99
 
 
-@pytest.mark.parametrize("which", ["tiny_rgb", "paper_size_model", "skip_model", "wide_act_model"])
+@pytest.mark.parametrize("which", ["tiny_rgb", "paper_size_model", "skip_model", "wide_act_model", "fine_skip_model"])
 def test_fused_cpu_ops_equal_the_torch_ops_that_cuda_runs(which, request, monkeypatch):
     """The CPU's fused C re-quantisation (nelloc/_requant.c) and the separate torch ops (what a
     CUDA device runs) give the same numbers, extreme neighbourhoods included."""

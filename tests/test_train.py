@@ -171,13 +171,14 @@ def test_cli_train_then_export(image_folder, tmp_path, skip):
     run = tmp_path / "run"
     r = CliRunner().invoke(main, ["train", str(run), "--data", str(image_folder), "--width", "8", "--mixtures", "2",
                                   "--crop", "12", "--batch", "2", "--steps", "4", "-q"]
-                           + (["--skip", "--act-bits", "10", "--calib-quantile", "1"] if skip else []))
+                           + (["--skip", "--act-bits", "10", "--skip-bits", "11", "--calib-quantile", "1"] if skip else []))
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["export", str(run), "--name", "cli-model", "--out-dir", str(tmp_path / "m")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "m" / "cli-model.safetensors").exists() and (tmp_path / "m" / "cli-model.json").exists()
     model = exact.ExactModel.load(tmp_path / "m" / "cli-model.safetensors")
     assert model.cfg.skip is skip and model.cfg.act_bits == (10 if skip else 8)
+    assert model.cfg.skip_bits == (11 if skip else 8)
     r = CliRunner().invoke(main, ["train", str(tmp_path / "bad"), "--act-bits", "16"])
     assert r.exit_code != 0 and "16" in r.output and "Traceback" not in r.output
 
