@@ -219,6 +219,22 @@ def test_warm_start_from_a_model_of_the_same_configuration_is_a_copy(kind, block
     assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
 
 
+def test_a_model_warm_started_with_a_finer_skip_grid_is_a_copy():
+    from nelloc.model import ModelConfig, PixelCNN
+    from nelloc.train import warm_start
+
+    torch.manual_seed(4)
+    cfg = ModelConfig(channels=3, width=16, mixtures=4, skip=True, act_bits=10)
+    a, b = PixelCNN(cfg), PixelCNN(ModelConfig(**{**cfg.to_dict(), "skip_bits": 11}))
+    with torch.no_grad():
+        a.skip.normal_(0, 0.05)
+    warm_start(b, a)
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    a.quantize = b.quantize = False  # the same float model; only its fake-quantised skip is finer
+    x = torch.randint(0, 256, (2, 3, 9, 9)).float()
+    assert torch.equal(a.bits(x), b.bits(x))
+
+
 @pytest.mark.parametrize("skip", [False, True])
 def test_a_grey_model_warm_started_from_a_colour_one_predicts_a_grey_image_as_its_red_channel(skip):
     from nelloc.model import ModelConfig, PixelCNN
