@@ -335,6 +335,10 @@ class Trainer:
             # ranges learned in an earlier leg may be stale after float training: set them afresh
             if self.cfg.calib_quantile > 0 or not self.model.is_calibrated():
                 calibrate_activations(self.model, x.to(self.device), self.cfg.calib_quantile or 0.999)
+        elif self.model.quantize and not self.model.is_calibrated():
+            # a leg resumed inside its quantised phase from a float model (e.g. its schedule changed):
+            # calibrate as configured, not with each quantiser's own default as it first runs
+            calibrate_activations(self.model, x.to(self.device), self.cfg.calib_quantile or 0.999)
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
         loss = self.bits_per_dim(x)

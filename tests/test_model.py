@@ -50,3 +50,13 @@ def test_green_mean_depends_on_red_value():
         x[0, 0, 2, 2] = 200.0
         b = model.mixture_params(x)["means"][0, 2, 2, 1]
     assert torch.all(b - a > 40)  # ~0.5 * 100 grey levels
+
+
+def test_activation_quantile_sees_the_whole_batch():
+    from nelloc.model import CALIB_SAMPLE, activation_quantile
+
+    a = torch.zeros(4, CALIB_SAMPLE)
+    a[3, -5:] = 2.0  # the largest values sit in the last image of the batch
+    assert float(activation_quantile(a, 1.0)) == 2.0
+    a = torch.arange(3 * CALIB_SAMPLE, dtype=torch.float32)
+    assert abs(float(activation_quantile(a, 0.5)) / (1.5 * CALIB_SAMPLE) - 1) < 1e-3  # not the first million's median

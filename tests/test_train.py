@@ -481,6 +481,23 @@ def test_each_fake_quantised_phase_sets_the_activation_ranges_afresh(image_folde
     assert all(float(a.log_scale.detach()) > -10.0 for a in acts)
 
 
+def test_a_float_run_resumed_inside_its_quantised_phase_calibrates_as_configured(image_folder, tmp_path, monkeypatch):
+    import nelloc.train as train_mod
+
+    Trainer(tiny_config(image_folder, steps=6, qat_start=1.0), tmp_path / "run").run(quiet=True)  # float only
+    cfg = tiny_config(image_folder, steps=12, qat_start=0.25)  # the schedule moved: quantised from step 3
+    cfg.calib_quantile = 1.0
+    leg2 = Trainer(cfg, tmp_path / "run")
+    assert leg2.quantizing(leg2.step - 1) and not leg2.model.is_calibrated()
+    seen = []
+    real = train_mod.calibrate_activations
+    monkeypatch.setattr(train_mod, "calibrate_activations", lambda m, x, q: (seen.append(q), real(m, x, q)))
+    leg2.train_step()
+    assert seen == [1.0] and leg2.model.is_calibrated()
+    leg2.train_step()
+    assert seen == [1.0]  # once
+
+
 def test_calib_quantile_zero_keeps_the_learned_ranges(image_folder, tmp_path):
     Trainer(tiny_config(image_folder, steps=12), tmp_path / "run").run(quiet=True)  # ends fake-quantised
     cfg = tiny_config(image_folder, steps=24)
