@@ -71,8 +71,8 @@ def _requant(weight: np.ndarray, scale: np.ndarray, bias: np.ndarray, lo, hi) ->
                  np.broadcast_to(np.float64(hi), (n,)).copy())
 
 
-def _int_weight(w: torch.Tensor, qmax: int = WEIGHT_QMAX) -> tuple[np.ndarray, np.ndarray]:
-    scale = weight_scale(w, qmax)
+def _int_weight(w: torch.Tensor, in_max: float, qmax: int = WEIGHT_QMAX) -> tuple[np.ndarray, np.ndarray]:
+    scale = weight_scale(w, qmax, in_max)
     q = torch.round(w.detach() / scale.view(-1, *([1] * (w.dim() - 1)))).clamp(-qmax, qmax)
     return q.numpy(), scale.double().numpy()
 
@@ -93,7 +93,7 @@ def export(model: PixelCNN) -> dict[str, np.ndarray]:
             tensors[f"{prefix}.{field}"] = getattr(layer, field)
 
     # first layer: gather order is (causal position, channel) with the validity plane last
-    w, s_w = _int_weight(model.first.weight * model.first.mask)
+    w, s_w = _int_weight(model.first.weight * model.first.mask, INPUT_CENTRE)
     h = cfg.horizon
     cols = [w[:, :, h + dy, h + dx] for dy, dx in causal_offsets(h)]  # each (out, cin)
     w0 = np.stack(cols, axis=1).reshape(w.shape[0], -1).T  # (24 * cin, out)
@@ -106,7 +106,7 @@ def export(model: PixelCNN) -> dict[str, np.ndarray]:
     for b, block in enumerate(model.blocks):
         s_block_in = s_in
         for i, (conv, act) in enumerate(zip(block.convs, block.acts)):
-            w, s_w = _int_weight(conv.weight * conv.mask)
+            w, s_w = _int_weight(conv.weight * conv.mask, qmax)
             s_out = act.scale
             bias = conv.bias.detach().double().numpy()
             put(f"block{b}.conv{i}", _requant(w[:, :, 0, 0].T, s_in * s_w / s_out, bias / s_out + 0.5, 0, qmax))
@@ -117,19 +117,19 @@ def export(model: PixelCNN) -> dict[str, np.ndarray]:
         tensors[f"block{b}.residual"] = np.array([mul_x[0], mul_h[0]])
         s_in = s_res
 
-    w, s_w = _int_weight(model.head.weight * model.head.mask)
+    w, s_w = _int_weight(model.head.weight * model.head.mask, qmax)
     s_out = model.head_act.scale
     bias = model.head.bias.detach().double().numpy()
     put("head", _requant(w[:, :, 0, 0].T, s_in * s_w / s_out, bias / s_out + 0.5, 0, qmax))
     s_in = s_out
 
-    w, s_w = _int_weight(model.out.weight * model.out.mask)
+    w, s_w = _int_weight(model.out.weight * model.out.mask, qmax)
     bias = model.out.bias.detach().double().numpy()
     gain, offset, unit, lo, hi = (np.concatenate([np.full(n, PARAM_SPECS[k][i]) for k, n in output_layout(cfg)])
                                   for i in range(5))
     put("out", _requant(w[:, :, 0, 0].T, s_in * s_w * gain / unit, (gain * bias + offset) / unit + 0.5, lo, hi))
     if cfg.skip:  # linear path from the neighbourhood (integer inputs at scale 1/128) to the outputs
-        w, s_w = _int_weight(model.skip, cfg.skip_qmax)
+        w, s_w = _int_weight(model.skip, INPUT_CENTRE, cfg.skip_qmax)
         mul, _ = _dyadic(s_w * gain / unit / INPUT_CENTRE)
         tensors["skip.weight"], tensors["skip.mul"] = w.T.astype(skip_dtype(cfg)), mul
     for name, table in mx.build_tables().items():

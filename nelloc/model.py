@@ -108,14 +108,27 @@ def floor_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.floor(x) - x).detach()
 
 
-def quantize_weight(w: torch.Tensor, qmax: int = WEIGHT_QMAX) -> torch.Tensor:
-    """Fake-quantise to integers in [-qmax, qmax] (int8 by default) with one scale per output channel (dim 0)."""
-    scale = weight_scale(w, qmax).view(-1, *([1] * (w.dim() - 1)))
+def quantize_weight(w: torch.Tensor, qmax: int = WEIGHT_QMAX, in_max: float | None = None) -> torch.Tensor:
+    """Fake-quantise to integers in [-qmax, qmax] (int8 by default) with one scale per output channel
+    (dim 0), as ``weight_scale`` sets it."""
+    scale = weight_scale(w, qmax, in_max).view(-1, *([1] * (w.dim() - 1)))
     return round_ste(w / scale).clamp(-qmax, qmax) * scale
 
 
-def weight_scale(w: torch.Tensor, qmax: int = WEIGHT_QMAX) -> torch.Tensor:
-    return w.detach().abs().flatten(1).amax(1).clamp_min(1e-8) / qmax
+EXACT_SUM = 2**24 - 1  # float32 adds integers exactly up to here
+
+
+def weight_scale(w: torch.Tensor, qmax: int = WEIGHT_QMAX, in_max: float | None = None) -> torch.Tensor:
+    """Each output channel's step: its largest weight becomes ``qmax``; with ``in_max`` (the largest
+    input), coarser where needed so that sum |integer weight| * in_max stays within EXACT_SUM
+    (rounding adds at most 1/2 per weight), the exact model's float32 bound.  Only wide layers with
+    10-bit inputs need it (width 256: a few channels); narrower ones never reach it."""
+    flat = w.detach().flatten(1)
+    scale = flat.abs().amax(1).clamp_min(1e-8) / qmax
+    if in_max is not None:
+        room = EXACT_SUM / in_max - flat.shape[1] / 2
+        scale = torch.maximum(scale, flat.abs().sum(1) / room)
+    return scale
 
 
 CALIB_SAMPLE = 1_000_000  # torch.quantile refuses inputs above 2**24 elements
@@ -295,10 +308,10 @@ class PixelCNN(nn.Module):
         offsets = causal_offsets(hz)
         taps = torch.stack([padded[:, hz + dy : hz + dy + hh, hz + dx : hz + dx + ww] for dy, dx in offsets], dim=3)
         w = self.first.weight * self.first.mask
-        w = quantize_weight(w) if q else w
+        w = quantize_weight(w, in_max=INPUT_CENTRE) if q else w
         w0 = torch.stack([w[:, :, hz + dy, hz + dx] for dy, dx in offsets], dim=1)  # (out, taps, cin)
         def dense(conv: MaskedConv, t: torch.Tensor) -> torch.Tensor:
-            wt = quantize_weight(conv.weight) if q else conv.weight
+            wt = quantize_weight(conv.weight, in_max=self.cfg.act_qmax) if q else conv.weight
             return t @ wt[:, :, 0, 0].t() + conv.bias
 
         with self._autocast(h, amp):
@@ -312,7 +325,7 @@ class PixelCNN(nn.Module):
         with self._autocast(h, False):
             out = dense(self.out, a.float())
             if self.cfg.skip:
-                ws = quantize_weight(self.skip, self.cfg.skip_qmax) if q else self.skip
+                ws = quantize_weight(self.skip, self.cfg.skip_qmax, INPUT_CENTRE) if q else self.skip
                 out = out + taps.reshape(b, hh, ww, -1) @ ws.t()
         return out
 

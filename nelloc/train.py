@@ -604,6 +604,7 @@ def export_run(run_dir: str | Path, name: str, out_dir: str | Path, evaluate: li
     cfg = load_run_config(run_dir)
     model = load_float_model(run_dir)
     tensors = exact.export(model)
+    exact.ExactModel(tensors, cfg.model, name)  # refuses an unsafe model before anything is written or retired
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.safetensors"
     zoo.retire(path, exact.digest(tensors, cfg.model))  # files made with the model it replaces must keep decoding

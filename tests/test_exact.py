@@ -219,10 +219,25 @@ def test_loader_checks_the_skip_against_its_bits(fine_skip_model, skip_model):
         exact._checked_sum_bound("skip", big, 128.0, cfg.skip_qmax, np.int16)
 
 
-def test_wide_activations_refused_where_float32_sums_could_round():
-    # 256 inputs * |w| up to 127 * 4095 can pass 2**24: the exported model must not load
+def test_export_keeps_wide_layers_within_the_float32_sum_bound():
+    # 256 inputs * |w| up to 127 * 4095 can pass 2**24: the exporter coarsens those channels' steps
+    # (as fake quantisation does in training), so the model loads and stays exact
+    cfg = ModelConfig(width=256, act_bits=12, skip=True, skip_bits=12)
+    em = exported(cfg)
+    for name in ("block0.conv0", "head", "out"):
+        sums = np.abs(em.tensors[f"{name}.weight"].astype(np.int64)).sum(axis=0) * cfg.act_qmax
+        assert sums.max() < 2**24 and sums.max() > 2**23  # at the bound, not far below it
+    skip = np.abs(em.tensors["skip.weight"].astype(np.int64)).sum(axis=0) * 128
+    assert skip.max() < 2**24
+    img = smooth_image(9, 11, 3, seed=13)
+    assert np.array_equal(codec.decode_plane(em, codec.encode_plane(em, img, 8), 9, 11, 8), img)
+
+
+def test_the_loader_still_refuses_sums_that_could_round(skip_model):
+    w = skip_model.tensors["head.weight"]
     with pytest.raises(ModelError, match="2\\*\\*24"):
-        exported(ModelConfig(width=256, act_bits=12))
+        exact.ExactModel(dict(skip_model.tensors, **{"head.weight": np.full((70000, w.shape[1]), 127, np.int8)}),
+                         skip_model.cfg)
 
 
 def test_wide_activation_model_round_trips(wide_act_model):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from nelloc import codec, exact
+from nelloc.errors import ModelError
 from nelloc.model import ActQuant, ModelConfig
 from nelloc.train import TrainConfig, Trainer, export_run, load_float_model, load_run_config, native_bf16
 
@@ -110,6 +111,23 @@ def test_a_run_loads_as_it_trained_last_quantised_or_float(image_folder, tmp_pat
     Trainer(tiny_config(image_folder, init_from=str(tmp_path / "qat"), qat_start=1.0), tmp_path / "float").run(quiet=True)
     model = load_float_model(tmp_path / "float", "last")
     assert model.is_calibrated() and not model.quantize
+
+
+def test_export_of_an_unsafe_model_writes_and_retires_nothing(image_folder, tmp_path, monkeypatch):
+    Trainer(tiny_config(image_folder), tmp_path / "run").run(quiet=True)
+    export_run(tmp_path / "run", "t", tmp_path / "models", evaluate=[])
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "models").rglob("*"))
+    real = exact.export
+
+    def unsafe(model):
+        tensors = real(model)
+        tensors["head.weight"] = np.full((70000, tensors["head.weight"].shape[1]), 127, np.int8)
+        return tensors
+
+    monkeypatch.setattr(exact, "export", unsafe)
+    with pytest.raises(ModelError, match="2\\*\\*24"):
+        export_run(tmp_path / "run", "t", tmp_path / "models", evaluate=[])
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "models").rglob("*")) == before
 
 
 @pytest.mark.parametrize("act_bits", [8, 10])
