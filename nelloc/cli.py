@@ -527,7 +527,7 @@ def _check_calib_quantile(value: float) -> float:
 @click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True,
               help="Learning rate after the warm-up: cosine down to 10% at the last step, or constant (the paper's).")
 @click.option("--qat-start", type=float, default=0.8, show_default=True, help="Fraction of steps before fake quantisation.")
-@click.option("--calib-quantile", type=click.FloatRange(0.0, 1.0), default=0.999, show_default=True,
+@click.option("--calib-quantile", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True,
               callback=lambda ctx, param, v: _check_calib_quantile(v),
               help="Fake quantisation starts with each activation range at this quantile of a batch (1 = maximum; "
               "0 = keep the ranges of a model that has them, e.g. one started with --init-from).")

@@ -149,7 +149,7 @@ def activation_quantile(a: torch.Tensor, q: float) -> torch.Tensor:
 class ActQuant(nn.Module):
     """ReLU + unsigned fake quantisation to 0..qmax with a learned scale (LSQ)."""
 
-    def __init__(self, qmax: int = ACT_QMAX, calib_quantile: float = 0.999) -> None:
+    def __init__(self, qmax: int = ACT_QMAX, calib_quantile: float = 1.0) -> None:
         super().__init__()
         self.qmax = qmax
         self.calib_quantile = calib_quantile
@@ -160,7 +160,7 @@ class ActQuant(nn.Module):
         if not quantize:
             return F.relu(x)
         if self.training and not bool(self.initialised):
-            with torch.no_grad():  # calibrate on the first batch: cover the 99.9th percentile
+            with torch.no_grad():  # calibrate on the first batch (to its maximum by default)
                 top = activation_quantile(F.relu(x), self.calib_quantile).clamp_min(1e-3)
                 self.log_scale.fill_(math.log(float(top) / self.qmax))
                 self.initialised.fill_(True)
@@ -393,7 +393,7 @@ def change_act_bits(model: PixelCNN, old_bits: int) -> None:
 
 
 @torch.no_grad()
-def calibrate_activations(model: PixelCNN, x: torch.Tensor, quantile: float = 0.999) -> None:
+def calibrate_activations(model: PixelCNN, x: torch.Tensor, quantile: float = 1.0) -> None:
     """Set every activation range afresh to the ``quantile`` of its values on the batch ``x``
     (layer by layer, each seeing the quantised outputs of the ones before)."""
     acts = [m for m in model.modules() if isinstance(m, ActQuant)]

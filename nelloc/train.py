@@ -38,10 +38,10 @@ class TrainConfig:
     val_crops: int = 64
     seed: int = 0
     qat_start: float = 0.8  # fraction of the steps trained in float before fake quantisation
-    calib_quantile: float = 0.999  # each fake-quantised phase starts with activation ranges set to
-    #                                this quantile of the first batch (0.9999 and up for extension
-    #                                legs: measured in docs/ablations.md); 0 keeps the ranges
-    #                                an earlier leg learned (set at 0.999 if there are none)
+    calib_quantile: float = 1.0  # each fake-quantised phase starts with activation ranges set to
+    #                              this quantile of the first batch (0.999 clipped: it cost 3-9%,
+    #                              docs/ablations.md, stops 11 and 30); 0 keeps the ranges an
+    #                              earlier leg learned (the maximum if there are none)
     warmup: int = 100
     grad_clip: float = 1.0  # max gradient norm (0 = off); deep full models at lr 1e-3 stalled at the
     #                         pixel marginal without it (and often with it: use lr 3e-4 for those)
@@ -334,11 +334,11 @@ class Trainer:
             self._forget_best()
             # ranges learned in an earlier leg may be stale after float training: set them afresh
             if self.cfg.calib_quantile > 0 or not self.model.is_calibrated():
-                calibrate_activations(self.model, x.to(self.device), self.cfg.calib_quantile or 0.999)
+                calibrate_activations(self.model, x.to(self.device), self.cfg.calib_quantile or 1.0)
         elif self.model.quantize and not self.model.is_calibrated():
             # a leg resumed inside its quantised phase from a float model (e.g. its schedule changed):
             # calibrate as configured, not with each quantiser's own default as it first runs
-            calibrate_activations(self.model, x.to(self.device), self.cfg.calib_quantile or 0.999)
+            calibrate_activations(self.model, x.to(self.device), self.cfg.calib_quantile or 1.0)
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
         loss = self.bits_per_dim(x)
