@@ -511,7 +511,7 @@ def _check_calib_quantile(value: float) -> float:
                    "they can start from a local model that has one).")
 @click.option("--act-bits", type=click.IntRange(4, 12), default=8, show_default=True,
               help="Local models: hidden activations are integers 0..2^BITS-1 in the exact model "
-              "(10: finer, within the exact-sum bound up to width 128).")
+              "(10: finer; wide layers get coarser weight steps where needed to keep float32 sums exact).")
 @click.option("--skip-bits", type=click.IntRange(8, 12), default=8, show_default=True,
               help="With --skip: its weights are integers in +-(2^(BITS-1)-1) in the exact model (above 8: stored as "
               "int16; finer means, measured in docs/ablations.md).")

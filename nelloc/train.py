@@ -330,14 +330,12 @@ class Trainer:
     def train_step(self) -> float:
         self.model.quantize = self.quantizing(self.step)
         x = self.sampler.batch(self.cfg.batch)
-        if self.model.quantize and not self.quantizing(self.step - 1):
+        entering = self.model.quantize and not self.quantizing(self.step - 1)
+        if entering:
             self._forget_best()
-            # ranges learned in an earlier leg may be stale after float training: set them afresh
-            if self.cfg.calib_quantile > 0 or not self.model.is_calibrated():
-                calibrate_activations(self.model, x.to(self.device), self.cfg.calib_quantile or 1.0)
-        elif self.model.quantize and not self.model.is_calibrated():
-            # a leg resumed inside its quantised phase from a float model (e.g. its schedule changed):
-            # calibrate as configured, not with each quantiser's own default as it first runs
+        # ranges learned in an earlier leg may be stale after float training: set them afresh; a
+        # model with none (also one resumed inside its quantised phase) gets them as configured
+        if self.model.quantize and ((entering and self.cfg.calib_quantile > 0) or not self.model.is_calibrated()):
             calibrate_activations(self.model, x.to(self.device), self.cfg.calib_quantile or 1.0)
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
