@@ -14,7 +14,7 @@ from nelloc.train import TrainConfig, Trainer, export_run
 from conftest import TEST_DATA, smooth_image
 
 SHIPPED = TEST_DATA / "shipped"  # kodim23 crops compressed by each release that shipped new models
-RELEASES = ["f506a2a", "2b8f5f9", "097b158", "f5ac6c5", "20fdba1", "dc0a3f1", "e41e29a", "96ae739", "89f83e1", "9e4e79a", "2432ce9", "b1637d6"]  # commits; see tests/data/shipped/README.md
+RELEASES = ["f506a2a", "2b8f5f9", "097b158", "f5ac6c5", "20fdba1", "dc0a3f1", "e41e29a", "96ae739", "89f83e1", "9e4e79a", "2432ce9", "b1637d6", "875e860"]  # commits; see tests/data/shipped/README.md
 
 
 @pytest.fixture
