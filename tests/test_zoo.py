@@ -14,7 +14,10 @@ from nelloc.train import TrainConfig, Trainer, export_run
 from conftest import TEST_DATA, smooth_image
 
 SHIPPED = TEST_DATA / "shipped"  # kodim23 crops compressed by each release that shipped new models
-RELEASES = ["f506a2a", "2b8f5f9", "097b158", "f5ac6c5", "20fdba1", "dc0a3f1", "e41e29a", "96ae739", "89f83e1", "9e4e79a", "2432ce9", "b1637d6", "875e860"]  # commits; see tests/data/shipped/README.md
+RELEASES = ["f506a2a", "2b8f5f9", "097b158", "f5ac6c5", "20fdba1", "dc0a3f1", "e41e29a", "96ae739", "89f83e1", "9e4e79a", "2432ce9"]  # commits; see tests/data/shipped/README.md
+# Releases that shipped only a new `rgb`: their grey file would be byte-identical to an earlier one.
+RGB_ONLY_RELEASES = ["b1637d6", "875e860"]
+RELEASE_FILES = [(r, kind) for r in RELEASES for kind in ("rgb", "gray")] + [(r, "rgb") for r in RGB_ONLY_RELEASES]
 
 
 @pytest.fixture
@@ -22,8 +25,7 @@ def repo_models(monkeypatch):
     monkeypatch.delenv("NELLOC_MODELS", raising=False)
 
 
-@pytest.mark.parametrize("release", RELEASES)
-@pytest.mark.parametrize("kind", ["rgb", "gray"])
+@pytest.mark.parametrize("release,kind", RELEASE_FILES)
 def test_files_of_every_shipped_release_still_decode(repo_models, release, kind):
     png = SHIPPED / ("kodim23-crop.png" if kind == "rgb" else "kodim23-crop-gray.png")
     out = api.decompress((SHIPPED / f"{release}-{kind}.nlc").read_bytes())
