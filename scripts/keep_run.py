@@ -20,10 +20,20 @@ import torch
 def save(run_dir: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+    step = int(state["step"])
     shutil.copy(run_dir / "last.pt", dest / "last.pt")
-    with open(run_dir / "log.jsonl", "rb") as src, gzip.GzipFile(dest / "log.jsonl.gz", "wb", mtime=0) as out:
-        shutil.copyfileobj(src, out)
-    print(f"saved {run_dir} at step {int(state['step'])} to {dest}")
+    # a run still training has logged steps after its last checkpoint: they are not in last.pt
+    kept = [line for line in (run_dir / "log.jsonl").read_text().splitlines() if _step(line) <= step]
+    with gzip.GzipFile(dest / "log.jsonl.gz", "wb", mtime=0) as out:
+        out.write("".join(line + "\n" for line in kept).encode())
+    print(f"saved {run_dir} at step {step} to {dest}")
+
+
+def _step(line: str) -> float:
+    try:  # a line cut off by a process killed while writing it belongs to no checkpoint
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def restore(src: Path, run_dir: Path) -> None:

@@ -41,6 +41,16 @@ def test_a_kept_run_restored_elsewhere_takes_the_same_next_step(image_folder, tm
     assert [json.loads(line)["step"] for line in log] == list(range(1, 7))
 
 
+def test_a_run_saved_while_training_keeps_the_log_only_up_to_its_checkpoint(image_folder, tmp_path):
+    Trainer(_config(image_folder), tmp_path / "base").run(steps=7, quiet=True)  # checkpoint at 6, log to 7
+    assert "at step 7" in _keep("save", tmp_path / "base", "--to", tmp_path / "kept")
+    (tmp_path / "base" / "log.jsonl").open("a").write('{"step": 8, "loss_bpd": 3.0}\n{"step": 9, "lo')
+    torch.save({**torch.load(tmp_path / "base" / "last.pt", weights_only=True), "step": 6}, tmp_path / "base" / "last.pt")
+    assert "at step 6" in _keep("save", tmp_path / "base", "--to", tmp_path / "kept6")
+    with gzip.open(tmp_path / "kept6" / "log.jsonl.gz", "rt") as log:
+        assert [json.loads(line)["step"] for line in log] == list(range(1, 7))
+
+
 def test_restore_never_overwrites_a_run(image_folder, tmp_path):
     Trainer(_config(image_folder), tmp_path / "base").run(steps=3, quiet=True)
     _keep("save", tmp_path / "base", "--to", tmp_path / "kept")
