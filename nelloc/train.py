@@ -241,6 +241,15 @@ def quantizing_at(cfg: TrainConfig, step: int) -> bool:
     return cfg.model.kind == "local" and step >= int(cfg.qat_start * cfg.steps)
 
 
+def logged_step(line: str) -> float:
+    """The step a line of a run's ``log.jsonl`` records. A process killed while writing leaves a
+    cut-off last line: it counts as a step after every checkpoint (``inf``)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path) -> None:
         self.cfg = cfg
@@ -361,17 +370,11 @@ class Trainer:
         if not path.exists():
             return
         lines = path.read_text().splitlines(keepends=True)
-        kept = [line if line.endswith("\n") else line + "\n" for line in lines if self._logged_by_now(line)]
+        kept = [line if line.endswith("\n") else line + "\n" for line in lines if logged_step(line) <= self.step]
         if kept != lines:
             tmp = path.with_suffix(".tmp")
             tmp.write_text("".join(kept))
             tmp.replace(path)
-
-    def _logged_by_now(self, line: str) -> bool:
-        try:  # a process killed while writing leaves a cut-off last line: a step after the checkpoint
-            return json.loads(line)["step"] <= self.step
-        except (ValueError, KeyError, TypeError):
-            return False
 
     def log(self, record: dict) -> None:
         with open(self.run_dir / "log.jsonl", "a") as f:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from nelloc.train import logged_step
+
 
 def save(run_dir: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
@@ -23,17 +25,10 @@ def save(run_dir: Path, dest: Path) -> None:
     step = int(state["step"])
     shutil.copy(run_dir / "last.pt", dest / "last.pt")
     # a run still training has logged steps after its last checkpoint: they are not in last.pt
-    kept = [line for line in (run_dir / "log.jsonl").read_text().splitlines() if _step(line) <= step]
+    kept = [line for line in (run_dir / "log.jsonl").read_text().splitlines() if logged_step(line) <= step]
     with gzip.GzipFile(dest / "log.jsonl.gz", "wb", mtime=0) as out:
         out.write("".join(line + "\n" for line in kept).encode())
     print(f"saved {run_dir} at step {step} to {dest}")
-
-
-def _step(line: str) -> float:
-    try:  # a line cut off by a process killed while writing it belongs to no checkpoint
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
-        return float("inf")
 
 
 def restore(src: Path, run_dir: Path) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
-from nelloc.model import ModelConfig
 from nelloc.train import TrainConfig, Trainer
+
+from test_train import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "keep_run.py"
@@ -23,9 +24,7 @@ def _keep(*args):
 
 
 def _config(folder) -> TrainConfig:
-    return TrainConfig(data=[str(folder)], model=ModelConfig(width=8, mixtures=2), crop=12, batch=4, lr=3e-3,
-                       steps=20, val_every=50, ckpt_every=3, val_crops=4, warmup=2, qat_start=1.0,
-                       schedule="constant")
+    return tiny_config(folder, steps=20, qat_start=1.0, schedule="constant")
 
 
 def test_a_kept_run_restored_elsewhere_takes_the_same_next_step(image_folder, tmp_path):
