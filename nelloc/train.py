@@ -250,6 +250,12 @@ def logged_step(line: str) -> float:
         return math.inf
 
 
+def log_up_to(log_text: str, step: int) -> str:
+    """A run's ``log.jsonl`` text with only the lines of steps up to ``step`` (a checkpoint's), each
+    ending in a newline."""
+    return "".join(line + "\n" for line in log_text.splitlines() if logged_step(line) <= step)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path) -> None:
         self.cfg = cfg
@@ -369,11 +375,11 @@ class Trainer:
         path = self.run_dir / "log.jsonl"
         if not path.exists():
             return
-        lines = path.read_text().splitlines(keepends=True)
-        kept = [line if line.endswith("\n") else line + "\n" for line in lines if logged_step(line) <= self.step]
-        if kept != lines:
+        text = path.read_text()
+        kept = log_up_to(text, self.step)
+        if kept != text:
             tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(kept))
+            tmp.write_text(kept)
             tmp.replace(path)
 
     def log(self, record: dict) -> None:

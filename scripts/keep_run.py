@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from nelloc.train import logged_step
+from nelloc.train import log_up_to
 
 
 def save(run_dir: Path, dest: Path) -> None:
@@ -25,9 +25,8 @@ def save(run_dir: Path, dest: Path) -> None:
     step = int(state["step"])
     shutil.copy(run_dir / "last.pt", dest / "last.pt")
     # a run still training has logged steps after its last checkpoint: they are not in last.pt
-    kept = [line for line in (run_dir / "log.jsonl").read_text().splitlines() if logged_step(line) <= step]
     with gzip.GzipFile(dest / "log.jsonl.gz", "wb", mtime=0) as out:
-        out.write("".join(line + "\n" for line in kept).encode())
+        out.write(log_up_to((run_dir / "log.jsonl").read_text(), step).encode())
     print(f"saved {run_dir} at step {step} to {dest}")
 
 
