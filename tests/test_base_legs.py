@@ -1,0 +1,81 @@
+"""scripts/base_legs.sh: its dry run prints the legs that made the shipped photo/thumbnail models,
+with the training settings their cards record (so the script cannot drift from what shipped)."""
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "base_legs.sh"
+RECORDED = ("data", "crop", "batch", "lr", "steps")
+
+
+def _card(name: str) -> dict:
+    return json.loads((ROOT / "models" / f"{name}.json").read_text())
+
+
+def _base_step() -> int:
+    """The base-run step the shipped rgb-photo's tail started from."""
+    return int(re.fullmatch(r"runs/rgb-base@(\d+)", _card("rgb-photo")["training"]["init_from"]).group(1))
+
+
+def _dry_run(step: int) -> list[list[str]]:
+    done = subprocess.run(["bash", str(SCRIPT), str(step), "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [shlex.split(line[2:]) for line in done.stdout.splitlines() if line.startswith("+ ")]
+
+
+def _new_config(commands: list[list[str]], run: str) -> dict:
+    [cmd] = [c for c in commands if c[1:3] == ["scripts/train_extend.py", run] and "--new" in c]
+    return json.loads(cmd[cmd.index("--new") + 1])
+
+
+def _averaged(commands: list[list[str]], run: str) -> list[str]:
+    [cmd] = [c for c in commands if c[1:3] == ["scripts/average_snapshots.py", run]]
+    return cmd[3:]
+
+
+@pytest.fixture(scope="module")
+def commands():
+    return _dry_run(_base_step())
+
+
+def test_the_photo_tail_is_the_shipped_rgb_photo_recipe(commands):
+    step, training = _base_step(), _card("rgb-photo")["training"]
+    config = _new_config(commands, f"runs/p{step}")
+    assert {k: config[k] for k in RECORDED} == {k: training[k] for k in RECORDED}
+    assert config["init_from"] == training["init_from"]
+    assert _averaged(commands, f"runs/p{step}-swa") == training["weights_averaged_over"]["snapshots"]
+
+
+def test_the_anneal_ends_in_the_snapshots_the_shipped_rgb_averages(commands):
+    step, training = _base_step(), _card("rgb")["training"]
+    assert _averaged(commands, f"runs/rgb-q{step}-swa") == training["weights_averaged_over"]["snapshots"]
+    assert training["steps"] == step + 4400
+
+
+def test_the_grey_leg_is_the_shipped_gray_photo_recipe_from_the_new_photo_weights(commands):
+    step, training = _base_step(), _card("gray-photo")["training"]
+    config = _new_config(commands, f"runs/gp{step}")
+    assert {k: config[k] for k in RECORDED} == {k: training[k] for k in RECORDED}
+    assert config["model"]["channels"] == 1
+    assert config["init_from"] == f"runs/init/p{step}-float.safetensors"
+    export = [c for c in commands if c[:2] == ["nelloc", "export"]]
+    assert export and export[0][2] == f"runs/p{step}-swa"
+    assert [Path(s).name.split("@")[1] for s in _averaged(commands, f"runs/gp{step}-swa")] == [
+        str(s) for s in training["weights_averaged_over"]["steps"]]
+
+
+def test_a_missing_snapshot_is_a_one_line_error(tmp_path):
+    done = subprocess.run(["bash", str(SCRIPT), "123"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "no runs/rgb-base@123/last.pt"
+
+
+def test_a_step_that_is_not_a_number_is_a_one_line_error():
+    done = subprocess.run(["bash", str(SCRIPT), "70k", "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "base_legs.sh: N must be a step count, not '70k'"
