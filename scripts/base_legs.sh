@@ -21,22 +21,26 @@ N=${1:?usage: base_legs.sh N [--dry-run]}
 DRY=0
 [ "${2-}" = "--dry-run" ] && DRY=1
 run() {  # prints each command shell-quoted (a dry run can be pasted), then runs it
-    local arg; printf '+'
-    for arg in "$@"; do if [[ $arg =~ ^[][A-Za-z0-9@%+=:,./_-]+$ ]]; then printf ' %s' "$arg"; else printf ' %s' "${arg@Q}"; fi; done
+    local arg
+    printf '+'
+    for arg in "$@"; do
+        if [[ $arg =~ ^[][A-Za-z0-9@%+=:,./_-]+$ ]]; then printf ' %s' "$arg"; else printf ' %s' "${arg@Q}"; fi
+    done
     printf '\n'
     [ "$DRY" = 1 ] || "$@"
 }
 cd "$(dirname "$0")/.."
 [ "$DRY" = 1 ] || [ -f "runs/rgb-base@$N/last.pt" ] || { echo "no runs/rgb-base@$N/last.pt" >&2; exit 1; }
 E=$((N + 4000))
-MODEL='"model":{"horizon":3,"width":256,"res_blocks":1,"skip":true,"act_bits":10,"skip_bits":11}'
-PHOTO='{"data":["cifar10-train:0.5","clic/2:0.25","clic/4:0.25"],"crop":32,"batch":32,"lr":3e-4,"warmup":100,"steps":6000,"qat_start":0.95,"calib_quantile":1.0,"val_every":2000,"val_crops":256,"ckpt_every":500,"threads":1,"seed":30,"sampler":"vector","init_from":"runs/rgb-base@'$N'",'$MODEL'}'
-GREY_MODEL='"model":{"channels":1,"horizon":3,"width":256,"res_blocks":1,"skip":true,"act_bits":10,"skip_bits":11}'
-GREY='{"data":["cifar10-train:0.3","clic/2:0.25","clic/3:0.1","clic/4:0.25","yale:0.1"],"crop":32,"batch":32,"lr":3e-4,"warmup":100,"steps":6000,"qat_start":0.95,"calib_quantile":1.0,"val_every":2000,"val_crops":256,"ckpt_every":500,"threads":1,"seed":28,"sampler":"vector","init_from":"runs/init/pN-float.safetensors",'$GREY_MODEL'}'
+NET='"horizon":3,"width":256,"res_blocks":1,"skip":true,"act_bits":10,"skip_bits":11'
+# both 6,000-step tails: cosine from 3e-4, the last 5% fake-quantised
+TAIL='"crop":32,"batch":32,"lr":3e-4,"warmup":100,"steps":6000,"qat_start":0.95,"calib_quantile":1.0,"val_every":2000,"val_crops":256,"ckpt_every":500,"threads":1'
+PHOTO='{"data":["cifar10-train:0.5","clic/2:0.25","clic/4:0.25"],'$TAIL',"seed":30,"sampler":"vector","init_from":"runs/rgb-base@'$N'","model":{'$NET'}}'
+GREY='{"data":["cifar10-train:0.3","clic/2:0.25","clic/3:0.1","clic/4:0.25","yale:0.1"],'$TAIL',"seed":28,"sampler":"vector","init_from":"runs/init/p'$N'-float.safetensors","model":{"channels":1,'$NET'}}'
 
-photo_leg() {
-    run python scripts/train_extend.py "runs/p$N" 2000,4000,5700,5800,5900,6000 --new "$PHOTO"
-    run python scripts/average_snapshots.py "runs/p$N-swa" "runs/p$N@5800" "runs/p$N@5900" "runs/p$N@6000"
+tail_leg() {  # RUN CONFIG: a 6,000-step tail, its three fake-quantised snapshots averaged into RUN-swa
+    run python scripts/train_extend.py "$1" 2000,4000,5700,5800,5900,6000 --new "$2"
+    run python scripts/average_snapshots.py "$1-swa" "$1@5800" "$1@5900" "$1@6000"
 }
 
 rgb_leg() {
@@ -45,11 +49,11 @@ rgb_leg() {
         --set '{"schedule":"cosine","warmup":'$N',"steps":'$E',"val_every":1000000000,"threads":1}'
     run python scripts/heldout_bits.py "runs/rgb-anneal$N@$E"
     run cp -r "runs/rgb-anneal$N@$E" "runs/rgb-q$N"
+    local snaps=("runs/rgb-q$N@$((E + 100))" "runs/rgb-q$N@$((E + 200))" "runs/rgb-q$N@$((E + 300))" "runs/rgb-q$N@$((E + 400))")
     run python scripts/train_extend.py "runs/rgb-q$N" "$((E + 100)),$((E + 200)),$((E + 300)),$((E + 400))" \
         --lr 3e-5 --qat-start 0.99 --model-set '{"skip_bits": 11}' \
         --set '{"schedule":"cosine","warmup":'$E',"calib_quantile":1.0,"val_every":1000000000,"threads":1}'
-    run python scripts/average_snapshots.py "runs/rgb-q$N-swa" "runs/rgb-q$N@$((E + 100))" \
-        "runs/rgb-q$N@$((E + 200))" "runs/rgb-q$N@$((E + 300))" "runs/rgb-q$N@$((E + 400))"
+    run python scripts/average_snapshots.py "runs/rgb-q$N-swa" "${snaps[@]}"
     run python scripts/heldout_bits.py "runs/rgb-q$N-swa"
 }
 
@@ -57,16 +61,15 @@ grey_leg() {
     # the grey model starts from the photo tail's float weights (nelloc.train.greyscale_from_colour)
     run mkdir -p runs/init
     run nelloc export "runs/p$N-swa" --name rgb-photo --out-dir "runs/init/p$N-export"
-    run cp "runs/init/p$N-export/float/rgb-photo.safetensors" runs/init/p$N-float.safetensors
-    run python scripts/train_extend.py "runs/gp$N" 2000,4000,5700,5800,5900,6000 --new "${GREY//pN/p$N}"
-    run python scripts/average_snapshots.py "runs/gp$N-swa" "runs/gp$N@5800" "runs/gp$N@5900" "runs/gp$N@6000"
+    run cp "runs/init/p$N-export/float/rgb-photo.safetensors" "runs/init/p$N-float.safetensors"
+    tail_leg "runs/gp$N" "$GREY"
 }
 
 if [ "$DRY" = 1 ]; then
-    photo_leg; rgb_leg; grey_leg
+    tail_leg "runs/p$N" "$PHOTO"; rgb_leg; grey_leg
     exit 0
 fi
-photo_leg > "runs/p$N.out" 2>&1 &
+tail_leg "runs/p$N" "$PHOTO" > "runs/p$N.out" 2>&1 &
 photo=$!
 rgb_leg > "runs/rgb-q$N.out" 2>&1 &
 rgb=$!
