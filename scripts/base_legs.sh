@@ -49,11 +49,11 @@ rgb_leg() {
         --set '{"schedule":"cosine","warmup":'$N',"steps":'$E',"val_every":1000000000,"threads":1}'
     run python scripts/heldout_bits.py "runs/rgb-anneal$N@$E"
     run cp -r "runs/rgb-anneal$N@$E" "runs/rgb-q$N"
-    local snaps=("runs/rgb-q$N@$((E + 100))" "runs/rgb-q$N@$((E + 200))" "runs/rgb-q$N@$((E + 300))" "runs/rgb-q$N@$((E + 400))")
-    run python scripts/train_extend.py "runs/rgb-q$N" "$((E + 100)),$((E + 200)),$((E + 300)),$((E + 400))" \
+    local steps=($((E + 100)) $((E + 200)) $((E + 300)) $((E + 400)))  # snapshots, all averaged
+    run python scripts/train_extend.py "runs/rgb-q$N" "$(IFS=,; echo "${steps[*]}")" \
         --lr 3e-5 --qat-start 0.99 --model-set '{"skip_bits": 11}' \
         --set '{"schedule":"cosine","warmup":'$E',"calib_quantile":1.0,"val_every":1000000000,"threads":1}'
-    run python scripts/average_snapshots.py "runs/rgb-q$N-swa" "${snaps[@]}"
+    run python scripts/average_snapshots.py "runs/rgb-q$N-swa" "${steps[@]/#/runs/rgb-q$N@}"
     run python scripts/heldout_bits.py "runs/rgb-q$N-swa"
 }
 
