@@ -2,7 +2,7 @@
 # The legs that turn a snapshot of the CIFAR-10 base run into the three shipped photo/thumbnail models
 # (the recipes of every stop since 33; docs/ablations.md "Stop 38"):
 #
-#     bash scripts/base_legs.sh N [--dry-run]
+#     bash scripts/base_legs.sh N [--dry-run] [--no-grey]
 #
 # N is a step of runs/rgb-base with a snapshot runs/rgb-base@N (train_extend.py takes one every 5,000
 # steps). Pause the base run first (kill -STOP its pid): on the 2-core VM the two first legs take one
@@ -13,13 +13,21 @@
 #     four snapshots averaged (~35 min), with the held-out likelihood of both (scripts/heldout_bits.py);
 # then, from the new photo tail's float weights:
 #   - gray-photo -> runs/gpN-swa: 6,000 steps on the grey mix (~32 min).
+# --no-grey leaves the grey leg out (stop 41: its gain per base step is below its spread over seeds).
 # Each leg's output goes to runs/LEG.out. Then export, evaluate and install by hand
 # (`nelloc export RUN --name NAME --out-dir DIR --eval ...`; the cards' training_notes name the commands).
 set -euo pipefail
-N=${1:?usage: base_legs.sh N [--dry-run]}
+N=${1:?usage: base_legs.sh N [--dry-run] [--no-grey]}
 [[ $N =~ ^[0-9]+$ ]] || { echo "base_legs.sh: N must be a step count, not ${N@Q}" >&2; exit 2; }
 DRY=0
-[ "${2-}" = "--dry-run" ] && DRY=1
+GREY_LEG=1
+for opt in "${@:2}"; do
+    case $opt in
+        --dry-run) DRY=1 ;;
+        --no-grey) GREY_LEG=0 ;;
+        *) echo "base_legs.sh: unknown option ${opt@Q}" >&2; exit 2 ;;
+    esac
+done
 run() {  # prints each command shell-quoted (a dry run can be pasted), then runs it
     local arg
     printf '+'
@@ -66,7 +74,8 @@ grey_leg() {
 }
 
 if [ "$DRY" = 1 ]; then
-    tail_leg "runs/p$N" "$PHOTO"; rgb_leg; grey_leg
+    tail_leg "runs/p$N" "$PHOTO"; rgb_leg
+    [ "$GREY_LEG" = 0 ] || grey_leg
     exit 0
 fi
 tail_leg "runs/p$N" "$PHOTO" > "runs/p$N.out" 2>&1 &
@@ -74,6 +83,6 @@ photo=$!
 rgb_leg > "runs/rgb-q$N.out" 2>&1 &
 rgb=$!
 wait $photo
-grey_leg > "runs/gp$N.out" 2>&1
+[ "$GREY_LEG" = 0 ] || grey_leg > "runs/gp$N.out" 2>&1
 wait $rgb
-echo "done: runs/p$N-swa runs/rgb-q$N-swa runs/gp$N-swa"
+echo "done: runs/p$N-swa runs/rgb-q$N-swa$([ "$GREY_LEG" = 0 ] || echo " runs/gp$N-swa")"

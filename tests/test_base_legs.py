@@ -22,8 +22,8 @@ def _base_step() -> int:
     return int(re.fullmatch(r"runs/rgb-base@(\d+)", _card("rgb-photo")["training"]["init_from"]).group(1))
 
 
-def _dry_run(step: int) -> list[list[str]]:
-    done = subprocess.run(["bash", str(SCRIPT), str(step), "--dry-run"], capture_output=True, text=True, timeout=60)
+def _dry_run(step: int, *options: str) -> list[list[str]]:
+    done = subprocess.run(["bash", str(SCRIPT), str(step), "--dry-run", *options], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return [shlex.split(line[2:]) for line in done.stdout.splitlines() if line.startswith("+ ")]
 
@@ -79,3 +79,15 @@ def test_a_step_that_is_not_a_number_is_a_one_line_error():
     done = subprocess.run(["bash", str(SCRIPT), "70k", "--dry-run"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip() == "base_legs.sh: N must be a step count, not '70k'"
+
+
+def test_no_grey_leaves_out_only_the_grey_leg(commands):
+    without = _dry_run(_base_step(), "--no-grey")
+    assert without == [c for c in commands if c[:2] != ["nelloc", "export"] and not any("gp" in a or "runs/init" in a for a in c)]
+    assert without and not any(c[0] == "mkdir" for c in without)
+
+
+def test_an_unknown_option_is_a_one_line_error():
+    done = subprocess.run(["bash", str(SCRIPT), "70000", "--no-gray"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "base_legs.sh: unknown option '--no-gray'"
