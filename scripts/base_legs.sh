@@ -38,6 +38,8 @@ run() {  # prints each command shell-quoted (a dry run can be pasted), then runs
     [ "$DRY" = 1 ] || "$@"
 }
 cd "$(dirname "$0")/.."
+[ "$DRY" = 1 ] || python -c "import nelloc" 2> /dev/null || {
+    echo "base_legs.sh: python cannot import nelloc (activate the environment: . .venv/bin/activate)" >&2; exit 1; }
 [ "$DRY" = 1 ] || [ -f "runs/rgb-base@$N/last.pt" ] || { echo "no runs/rgb-base@$N/last.pt" >&2; exit 1; }
 E=$((N + 4000))
 NET='"horizon":3,"width":256,"res_blocks":1,"skip":true,"act_bits":10,"skip_bits":11'

@@ -91,3 +91,14 @@ def test_an_unknown_option_is_a_one_line_error():
     done = subprocess.run(["bash", str(SCRIPT), "70000", "--no-gray"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip() == "base_legs.sh: unknown option '--no-gray'"
+
+
+def test_a_python_without_nelloc_is_a_one_line_error(tmp_path):
+    # stop 41: started from a shell without the environment, both legs died at their first import
+    (tmp_path / "python").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "python").chmod(0o755)
+    done = subprocess.run(["bash", str(SCRIPT), "120000"], capture_output=True, text=True, timeout=60,
+                          env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("base_legs.sh: python cannot import nelloc "
+                                   "(activate the environment: . .venv/bin/activate)")
