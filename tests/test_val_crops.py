@@ -14,7 +14,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "val_crops.py"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, request):
+def run(tmp_path_factory):
     from conftest import smooth_image
     from PIL import Image
 
