@@ -236,6 +236,17 @@ def native_bf16(device: torch.device, cpuinfo: str = "/proc/cpuinfo") -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def uses_amp(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether a run with this configuration trains (and validates) in bfloat16 autocast on ``device``."""
+    return cfg.amp == "on" or (cfg.amp == "auto" and native_bf16(device))
+
+
+@torch.no_grad()
+def crops_bits_per_dim(model: PixelCNN, crops: torch.Tensor, device: torch.device) -> float:
+    """Mean bits per sub-pixel of ``model`` on a batch of crops (validation), 32 crops at a time."""
+    return float(torch.cat([model.bits(b.to(device)) for b in crops.split(32)]).mean()) / crops[0].numel()
+
+
 def quantizing_at(cfg: TrainConfig, step: int) -> bool:
     """Whether step ``step`` of a run with this configuration trains with fake quantisation."""
     return cfg.model.kind == "local" and step >= int(cfg.qat_start * cfg.steps)
@@ -271,7 +282,7 @@ class Trainer:
             raise ValueError(f"amp must be auto, on or off, not {cfg.amp!r}")
         if cfg.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, not {cfg.schedule!r}")
-        self.model.amp = cfg.amp == "on" or (cfg.amp == "auto" and native_bf16(self.device))
+        self.model.amp = uses_amp(cfg, self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.sampler, self.val = build_samplers(cfg)
         self.step = 0
@@ -324,7 +335,7 @@ class Trainer:
     def validate(self) -> float:
         self.model.quantize = self.quantizing(self.step - 1)
         self.model.eval()
-        bpd = float(torch.cat([self.model.bits(b.to(self.device)) for b in self.val.split(32)]).mean()) / self.val[0].numel()
+        bpd = crops_bits_per_dim(self.model, self.val, self.device)
         self.model.train()
         return bpd
 

@@ -21,10 +21,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from nelloc.train import build_samplers, load_float_model, load_run_config, native_bf16  # noqa: E402
+from nelloc.train import build_samplers, crops_bits_per_dim, load_float_model, load_run_config, uses_amp  # noqa: E402
 
 
-@torch.no_grad()
 def val_bits(run: str, crops: int, seed: int | None = None, source: str | None = None) -> float:
     # not Trainer(cfg, run).validate(): a Trainer on a run's folder trims its log to the checkpoint
     changes = {"val_crops": crops}
@@ -35,8 +34,9 @@ def val_bits(run: str, crops: int, seed: int | None = None, source: str | None =
     cfg = dataclasses.replace(load_run_config(run), **changes)
     _, val = build_samplers(cfg)
     model = load_float_model(run, "last")
-    model.amp = cfg.amp == "on" or (cfg.amp == "auto" and native_bf16(torch.device("cpu")))
-    return float(torch.cat([model.bits(b) for b in val.split(32)]).mean()) / val[0].numel()
+    cpu = torch.device("cpu")
+    model.amp = uses_amp(cfg, cpu)
+    return crops_bits_per_dim(model, val, cpu)
 
 
 def main() -> None:
