@@ -14,8 +14,10 @@
 # then, from the new photo tail's float weights:
 #   - gray-photo -> runs/gpN-swa: 6,000 steps on the grey mix (~32 min).
 # --no-grey leaves the grey leg out (stop 41: its gain per base step is below its spread over seeds).
-# Each leg's output goes to runs/LEG.out. Then export, evaluate and install by hand
-# (`nelloc export RUN --name NAME --out-dir DIR --eval ...`; the cards' training_notes name the commands).
+# Each leg's output goes to runs/LEG.out. Then export and evaluate each model
+# (`nelloc export RUN --name NAME --out-dir DIR --eval ...`; the cards' training_notes name the commands)
+# and install the ones that beat the shipped model on held-out data
+# (`python scripts/install_model.py NAME DIR NOTES.txt`).
 set -euo pipefail
 N=${1:?usage: base_legs.sh N [--dry-run] [--no-grey]}
 [[ $N =~ ^[0-9]+$ ]] || { echo "base_legs.sh: N must be a step count, not ${N@Q}" >&2; exit 2; }
