@@ -7,12 +7,15 @@
 # N is a step of runs/rgb-base with a snapshot runs/rgb-base@N (train_extend.py takes one every 5,000
 # steps). Pause the base run first (kill -STOP its pid): on the 2-core VM the two first legs take one
 # core each. Side by side:
-#   - photo tail -> runs/pN-swa (rgb-photo): 6,000 steps on the photo mix, the last 300 fake-quantised,
+#   - photo tail -> runs/pN-swa: 6,000 steps on the photo mix, the last 300 fake-quantised,
 #     three snapshots averaged (~45 min on one Intel Xeon thread);
 #   - rgb anneal -> runs/rgb-qN-swa (rgb): 4,000 steps of cosine on CIFAR-10, then 400 fake-quantised,
 #     four snapshots averaged (~35 min), with the held-out likelihood of both (scripts/heldout_bits.py);
-# then, from the new photo tail's float weights:
-#   - gray-photo -> runs/gpN-swa: 6,000 steps on the grey mix (~32 min).
+# then, side by side:
+#   - long photo tail -> runs/pNb-swa (rgb-photo since stop 42): the photo tail at its last float step
+#     (5,700) trained on to 12,000 steps, the last 600 fake-quantised, three snapshots averaged (~50 min);
+#   - gray-photo -> runs/gpN-swa: 6,000 steps on the grey mix from the 6,000-step photo tail's float
+#     weights (~32 min).
 # --no-grey leaves the grey leg out (stop 41: its gain per base step is below its spread over seeds).
 # Each leg's output goes to runs/LEG.out. Then export and evaluate each model
 # (`nelloc export RUN --name NAME --out-dir DIR --eval ...`; the cards' training_notes name the commands)
@@ -55,6 +58,13 @@ tail_leg() {  # RUN CONFIG: a 6,000-step tail, its three fake-quantised snapshot
     run python scripts/average_snapshots.py "$1-swa" "$1@5800" "$1@5900" "$1@6000"
 }
 
+long_tail_leg() {  # stop 31's longer tail; stop 42: Kodak -0.40% against the 6,000-step tail
+    run cp -r "runs/p$N@5700" "runs/p${N}b"
+    run python scripts/train_extend.py "runs/p${N}b" 8000,10000,11400,11600,11800,12000 \
+        --lr 3e-4 --qat-start 0.95 --set '{"threads":1,"steps":12000,"val_every":2000}'
+    run python scripts/average_snapshots.py "runs/p${N}b-swa" "runs/p${N}b@11600" "runs/p${N}b@11800" "runs/p${N}b@12000"
+}
+
 rgb_leg() {
     run cp -r "runs/rgb-base@$N" "runs/rgb-anneal$N"
     run python scripts/train_extend.py "runs/rgb-anneal$N" "$E" \
@@ -78,7 +88,7 @@ grey_leg() {
 }
 
 if [ "$DRY" = 1 ]; then
-    tail_leg "runs/p$N" "$PHOTO"; rgb_leg
+    tail_leg "runs/p$N" "$PHOTO"; rgb_leg; long_tail_leg
     [ "$GREY_LEG" = 0 ] || grey_leg
     exit 0
 fi
@@ -87,6 +97,9 @@ photo=$!
 rgb_leg > "runs/rgb-q$N.out" 2>&1 &
 rgb=$!
 wait $photo
+long_tail_leg > "runs/p${N}b.out" 2>&1 &
+long=$!
 [ "$GREY_LEG" = 0 ] || grey_leg > "runs/gp$N.out" 2>&1
 wait $rgb
-echo "done: runs/p$N-swa runs/rgb-q$N-swa$([ "$GREY_LEG" = 0 ] || echo " runs/gp$N-swa")"
+wait $long
+echo "done: runs/p$N-swa runs/p${N}b-swa runs/rgb-q$N-swa$([ "$GREY_LEG" = 0 ] || echo " runs/gp$N-swa")"

@@ -43,12 +43,18 @@ def commands():
     return _dry_run(_base_step())
 
 
-def test_the_photo_tail_is_the_shipped_rgb_photo_recipe(commands):
+def test_the_photo_tails_are_the_shipped_rgb_photo_recipe(commands):
+    # since stop 42 rgb-photo is the 6,000-step tail trained on to 12,000 steps from its last float step
     step, training = _base_step(), _card("rgb-photo")["training"]
     config = _new_config(commands, f"runs/p{step}")
+    [tail] = [c for c in commands if c[1:3] == ["scripts/train_extend.py", f"runs/p{step}"]]
+    assert config["steps"] == 6000 and "5700" in tail[3].split(",")  # the snapshot the long tail starts from
+    assert ["cp", "-r", f"runs/p{step}@5700", f"runs/p{step}b"] in commands
+    [extend] = [c for c in commands if c[1:3] == ["scripts/train_extend.py", f"runs/p{step}b"]]
+    config |= json.loads(extend[extend.index("--set") + 1]) | {"lr": float(extend[extend.index("--lr") + 1])}
     assert {k: config[k] for k in RECORDED} == {k: training[k] for k in RECORDED}
     assert config["init_from"] == training["init_from"]
-    assert _averaged(commands, f"runs/p{step}-swa") == training["weights_averaged_over"]["snapshots"]
+    assert _averaged(commands, f"runs/p{step}b-swa") == training["weights_averaged_over"]["snapshots"]
 
 
 def test_the_anneal_ends_in_the_snapshots_the_shipped_rgb_averages(commands):
