@@ -366,17 +366,19 @@ class NellocCodec(Codec):
 
     def __init__(
         self, model: str | None = None, tile: int | None = None, device: str = "auto", adapt: int | None = None,
-        bias: int | None = None, **options: Any
+        bias: int | None = None, effort: int | None = None, **options: Any
     ) -> None:
         super().__init__(**options)
         self.model = model
         self.tile = None if tile is None else int(tile)
         self.adapt = None if adapt is None else int(adapt)
         self.bias = None if bias is None else int(bias)  # nelloc:bias=0: no per-image output bias
+        self.effort = None if effort is None else int(effort)  # nelloc:effort=4: the longest bias fit
         self.device = device
         self.options = {
             k: v
-            for k, v in (("model", model), ("tile", self.tile), ("adapt", self.adapt), ("bias", self.bias), ("device", device))
+            for k, v in (("model", model), ("tile", self.tile), ("adapt", self.adapt), ("bias", self.bias),
+                         ("effort", self.effort), ("device", device))
             if v is not None and not (k == "device" and v == "auto")
         }
         self._nelloc: Any = None
@@ -385,7 +387,7 @@ class NellocCodec(Codec):
     def description(self) -> str:  # type: ignore[override]
         return (
             f"nelloc.compress(model={self.model!r}, tile={self.tile!r}, adapt_block={self.adapt!r}, "
-            f"adapt_bias={self.bias != 0}, device={self.device!r})"
+            f"adapt_bias={self.bias != 0}, effort={self._effort}, device={self.device!r})"
         )
 
     def available(self) -> tuple[bool, str]:
@@ -415,8 +417,12 @@ class NellocCodec(Codec):
     def encode(self, array: np.ndarray) -> bytes:
         return bytes(
             self._nelloc.compress(array, model=self.model, tile=self.tile, device=self.device, adapt_block=self.adapt,
-                                  adapt_bias=self.bias != 0)
+                                  adapt_bias=self.bias != 0, effort=self._effort)
         )
+
+    @property
+    def _effort(self) -> int:
+        return 2 if self.effort is None else self.effort
 
     def decode(self, data: bytes) -> np.ndarray:
         return np.asarray(self._nelloc.decompress(data, device=self.device))

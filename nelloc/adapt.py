@@ -164,9 +164,33 @@ BIAS_FULL_PIXELS = 1 << 18  # below this, half the steps on half the pixels (mea
 #   30 steps on 2 x 2,048 pixels -1.81%, 0.90 s; 20 on 2 x 1,024 -0.97%; 128x128: full fit -2.10%, 0.19 / 2.36 s)
 
 
-def bias_effort(n: int) -> tuple[int, int]:
-    """(Adam steps, pixels per sample half) of the fit for a plane of ``n`` pixels."""
-    return (BIAS_STEPS, BIAS_SAMPLE) if n >= BIAS_FULL_PIXELS else (BIAS_STEPS // 2, BIAS_SAMPLE // 2)
+# The encoder's effort (``nelloc compress --effort``): the fit's (Adam steps, pixels per sample half)
+# on a plane of BIAS_FULL_PIXELS or more, None for no fit.  Longer fits keep gaining because the bias
+# travels at most ~BIAS_RATE per Adam step (larger rates or a decaying rate lost); more pixels let
+# the check sample keep later steps.  File sizes against effort 2, rgb-photo 1c80fa1b, 4 RGB classic
+# images and 4 crops of the 2 held-out CLIC images at half size, one thread (docs/codec.md):
+# 120 steps -0.22% (+2.1 s per image), 200 -0.30% (+4.6 s), 400 -0.33%; 2 x 8,192 pixels and 120
+# steps -0.36% (+6.8 s), 200 steps -0.48% (+12 s); 2 x 16,384 and 200 steps -0.61% (+28 s), 300 steps
+# -0.69% (+48 s); 2 x 32,768 and 200 steps -0.65% (+53 s).
+EFFORTS: dict[int, tuple[int, int] | None] = {1: None, 2: (BIAS_STEPS, BIAS_SAMPLE), 3: (200, 8192), 4: (300, 16384)}
+DEFAULT_EFFORT = 2
+
+
+def check_effort(effort: int) -> int:
+    """``effort`` if it is one of ``EFFORTS``, else ValueError."""
+    if isinstance(effort, bool) or effort not in EFFORTS:
+        raise ValueError(f"effort must be one of {', '.join(map(str, EFFORTS))}, not {effort!r}")
+    return effort
+
+
+def bias_effort(n: int, effort: int = DEFAULT_EFFORT) -> tuple[int, int] | None:
+    """(Adam steps, pixels per sample half) of the fit for a plane of ``n`` pixels at ``effort``
+    (``EFFORTS``; smaller planes get half of both), None where that effort fits no bias."""
+    level = EFFORTS[check_effort(effort)]
+    if level is None or n < BIAS_MIN_PIXELS:
+        return None
+    steps, sample = level
+    return (steps, sample) if n >= BIAS_FULL_PIXELS else (steps // 2, sample // 2)
 
 
 def bias_sample_rows(n: int, sample: int = BIAS_SAMPLE) -> np.ndarray:

@@ -20,6 +20,7 @@ from typing import Sequence, Union
 import numpy as np
 from PIL import Image, ImageMode, UnidentifiedImageError
 
+from nelloc import adapt
 from nelloc import container as ct
 from nelloc import zoo
 from nelloc.adapt import DEFAULT_BLOCK
@@ -130,14 +131,14 @@ def _neural_segment(plane: np.ndarray, model_name: str, tile: int) -> ct.Segment
 
 
 def _encode_segments(jobs: dict[str, list[tuple[np.ndarray, ct.Segment]]], tile: int, dev, block: int,
-                     fit_bias: bool = True) -> None:
+                     effort: int = adapt.DEFAULT_EFFORT) -> None:
     """Fill in the payloads: one batched ``encode_planes`` call per model."""
     for model_name, items in jobs.items():
         model = zoo.load(model_name).to(dev)
         for plane, _ in items:
             if model.cfg.channels != plane.shape[2]:
                 raise ModelError(f"model {model_name!r} codes {model.cfg.channels}-channel planes, not {plane.shape[2]}")
-        coded = encode_segments(model, [plane for plane, _ in items], tile, dev, block, fit_bias)
+        coded = encode_segments(model, [plane for plane, _ in items], tile, dev, block, effort)
         for (_, seg), plane in zip(items, coded):
             seg.model_id = bytes.fromhex(model.sha256)[: ct.MODEL_ID_BYTES]
             seg.block, seg.bias, seg.payload = plane.block, plane.bias, plane.payload
@@ -235,6 +236,14 @@ def _check_block(block: int | None) -> int:
     return block
 
 
+def _check_effort(effort: int, adapt_bias: bool) -> int:
+    try:
+        effort = adapt.check_effort(effort)
+    except ValueError as e:
+        raise UnsupportedImageError(str(e)) from None
+    return effort if adapt_bias else 1
+
+
 def compress_many(
     images: Sequence[ImageLike],
     *,
@@ -244,6 +253,7 @@ def compress_many(
     device: str = "auto",
     adapt_block: int | None = None,
     adapt_bias: bool = True,
+    effort: int = adapt.DEFAULT_EFFORT,
     keep_metadata: bool = True,
 ) -> list[bytes]:
     """Compress several images; same-size small images share network calls (much faster for
@@ -251,14 +261,17 @@ def compress_many(
     ``adapt_block``: side of the squares that get their own log-scale offsets (``nelloc.adapt``;
     default 48, 0: none).  ``adapt_bias``: fit a per-image bias of the model's last two layers
     to planes of at least 65,536 pixels and keep it where it pays (``adapt.fit_bias``; costs encode
-    time, not decode time).  ``keep_metadata=False`` drops EXIF, XMP and PNG text (``metadata_of``);
+    time, not decode time).  ``effort`` (1-4, default 2): how hard the encoder works for that bias;
+    1 fits none, 3 and 4 fit longer (smaller files, slower encoding; ``adapt.EFFORTS``), and every
+    effort decodes at the same speed.  ``keep_metadata=False`` drops EXIF, XMP and PNG text (``metadata_of``);
     the ICC profile is always kept."""
     tile = _check_tile(tile)
     block = _check_block(adapt_block)
+    effort = _check_effort(effort, adapt_bias)
     dev = resolve_device(device)
     jobs: dict[str, list[tuple[np.ndarray, ct.Segment]]] = {}
     containers = [_container(to_image(image), model, alpha_model, tile, jobs, keep_metadata) for image in images]
-    _encode_segments(jobs, tile, dev, block, adapt_bias)
+    _encode_segments(jobs, tile, dev, block, effort)
     return [ct.dumps(c) for c in containers]
 
 
@@ -271,11 +284,13 @@ def compress(
     device: str = "auto",
     adapt_block: int | None = None,
     adapt_bias: bool = True,
+    effort: int = adapt.DEFAULT_EFFORT,
     keep_metadata: bool = True,
 ) -> bytes:
     """Compress an image (path, PIL image or uint8 array) to .nlc bytes."""
     return compress_many([image], model=model, alpha_model=alpha_model, tile=tile, device=device,
-                         adapt_block=adapt_block, adapt_bias=adapt_bias, keep_metadata=keep_metadata)[0]
+                         adapt_block=adapt_block, adapt_bias=adapt_bias, effort=effort,
+                         keep_metadata=keep_metadata)[0]
 
 
 def _model_for(seg: ct.Segment):

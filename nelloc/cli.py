@@ -232,6 +232,9 @@ def main() -> None:
 @click.option("--adapt-bias/--no-adapt-bias", default=True, show_default=True,
               help="Fit a per-image bias of the model's last two layers to planes of 65,536+ pixels "
                    "(smaller photos; slower encode, same decode).")
+@click.option("-e", "--effort", type=click.IntRange(1, 4), default=2, show_default=True,
+              help="Encoder effort: 1 fits no per-image bias, 3 and 4 fit it longer (smaller photos, "
+                   "slower encode); every effort decodes at the same speed.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="CPU threads (default: all cores); never changes the output.")
@@ -242,8 +245,8 @@ def main() -> None:
 @click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output (same as -o -).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
-def compress(inputs, output, out_dir, model, tile, adapt_block, adapt_bias, device, threads, max_pixels, strip, to_stdout,
-             force, quiet) -> None:
+def compress(inputs, output, out_dir, model, tile, adapt_block, adapt_bias, effort, device, threads, max_pixels, strip,
+             to_stdout, force, quiet) -> None:
     """Compress images to .nlc files (IMG.png -> IMG.nlc; '-' reads standard input)."""
     output = _stdout_option(output, to_stdout)
     files = _expand(inputs, IMAGE_SUFFIXES)
@@ -252,7 +255,7 @@ def compress(inputs, output, out_dir, model, tile, adapt_block, adapt_bias, devi
     if threads:
         api.set_threads(threads)
     options = dict(model=model, tile=tile, device=device, adapt_block=adapt_block, adapt_bias=adapt_bias,
-                   keep_metadata=not strip)
+                   effort=effort, keep_metadata=not strip)
 
     def pixels_of(src: Path) -> int:
         from PIL import Image

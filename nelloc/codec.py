@@ -146,11 +146,12 @@ def _offset_symbols(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _coded_chunks(model: ExactModel, pixels: np.ndarray, tile: int, device: str | torch.device, block: int = 0,
-                  used: list | None = None, fit_bias: bool = False, biases: list | None = None):
+                  used: list | None = None, effort: int = 1, biases: list | None = None):
     """Yield (symbols, counts) in stream order: the log-scale offsets (if ``block`` and they pay
     for themselves; the block size the stream uses, 0 or ``block``, is appended to ``used``), then
-    the pixels a group of wavefront steps at a time.  With ``fit_bias``, the symbols are those of
-    the model with the plane's bias (``_choose_bias``; the bias or None is appended to ``biases``).
+    the pixels a group of wavefront steps at a time.  Where ``effort`` fits a bias (``adapt.EFFORTS``;
+    1: none), the symbols are those of the model with the plane's bias (``_choose_bias``; the bias
+    or None is appended to ``biases``).
 
     The network runs only on the group's pixels, so memory stays bounded for any image size.
     """
@@ -159,7 +160,7 @@ def _coded_chunks(model: ExactModel, pixels: np.ndarray, tile: int, device: str 
         raise ValueError(f"model codes {model.cfg.channels}-channel planes, got {c}")
     parts = _split_parts(resolve_device(device))
     grid = TileGrid(h, w, tile, model.cfg.horizon, c)
-    bias = _choose_bias(model, grid, pixels) if fit_bias else None  # before the canvas: less memory
+    bias = _choose_bias(model, grid, pixels, effort)  # before the canvas: less memory
     if bias is not None:
         try:
             model = model.with_bias(bias)
@@ -202,15 +203,16 @@ def _on_cpu(model: ExactModel) -> ExactModel:
     return model if model.device == torch.device("cpu") else ExactModel(model.tensors, model.cfg, model.name)
 
 
-def _choose_bias(model: ExactModel, grid: TileGrid, pixels: np.ndarray) -> np.ndarray | None:
-    """The plane's bias (``adapt.fit_bias``), or None where it would not pay."""
+def _choose_bias(model: ExactModel, grid: TileGrid, pixels: np.ndarray, effort: int) -> np.ndarray | None:
+    """The plane's bias (``adapt.fit_bias`` at ``effort``), or None where it would not pay."""
     n = grid.height * grid.width
-    if n < adapt.BIAS_MIN_PIXELS:
+    plan = adapt.bias_effort(n, effort)
+    if plan is None:
         return None
     # The fit is float arithmetic: on the CPU with one thread, whatever the device and thread count,
     # so that they never change the file (its inputs, the network's integers, are exact anywhere).
     fit_model = _on_cpu(model)
-    steps, sample = adapt.bias_effort(n)
+    steps, sample = plan
     index = adapt.bias_sample_rows(n, sample)
     x = grid.neighbourhoods(pixels, index)
     with _torch_threads(1):
@@ -251,12 +253,12 @@ def encode_plane(model: ExactModel, pixels: np.ndarray, tile: int = DEFAULT_TILE
     return _encode_one(model, pixels, tile, device, 0).payload
 
 
-def _encode_one(model: ExactModel, pixels: np.ndarray, tile: int, device, block: int, fit_bias: bool = False) -> CodedPlane:
+def _encode_one(model: ExactModel, pixels: np.ndarray, tile: int, device, block: int, effort: int = 1) -> CodedPlane:
     encoder = constriction.stream.queue.RangeEncoder()
     used: list[int] = []
     biases: list[np.ndarray | None] = []
     with _torch_threads(_encode_threads(pixels.shape[0] * pixels.shape[1])):
-        for symbols, counts in _coded_chunks(model, pixels, tile, device, block, used, fit_bias, biases):
+        for symbols, counts in _coded_chunks(model, pixels, tile, device, block, used, effort, biases):
             encoder.encode(symbols, _categorical(), counts)
     bias = biases[0]
     return CodedPlane(encoder.get_compressed().astype("<u4").tobytes(), used[0],
@@ -328,16 +330,18 @@ def encode_planes(
 def encode_segments(
     model: ExactModel, planes: Sequence[np.ndarray], tile: int = DEFAULT_TILE, device: str | torch.device = "cpu",
     block: int = 0,
-    fit_bias: bool = False,
+    effort: int = 1,
 ) -> list[CodedPlane]:
     """Several (H, W, C) planes -> their payloads and side information.  ``block``: side of the
     squares that get their own log-scale offsets (``nelloc.adapt``); a plane where the encoder
     estimates they would not pay for themselves is coded without (block size 0), like ``block = 0``.
-    ``fit_bias``: fit a per-image bias (``adapt.fit_bias``) to every plane of at least
-    ``adapt.BIAS_MIN_PIXELS`` pixels, kept where it pays for its header bytes.
+    ``effort`` (``adapt.EFFORTS``): from 2 on, fit a per-image bias (``adapt.fit_bias``, longer at 3
+    and 4) to every plane of at least ``adapt.BIAS_MIN_PIXELS`` pixels, kept where it pays for its
+    header bytes; 1: none.
 
     Small planes of the same size share network and CDF calls (e.g. a folder of thumbnails).
     """
+    adapt.check_effort(effort)
     payloads: list[CodedPlane | None] = [None] * len(planes)
     for groups in _small_batches(planes, tile).values():
         for group in groups:
@@ -347,16 +351,16 @@ def encode_segments(
                 payloads[i] = data
     for i, p in enumerate(planes):
         if payloads[i] is None:
-            payloads[i] = _encode_one(model, p, tile, device, block, fit_bias)
+            payloads[i] = _encode_one(model, p, tile, device, block, effort)
     return payloads
 
 
 def plane_code_length(model: ExactModel, pixels: np.ndarray, tile: int = DEFAULT_TILE, device: str | torch.device = "cpu",
-                      block: int = 0, fit_bias: bool = False) -> float:
+                      block: int = 0, effort: int = 1) -> float:
     """Exact ideal code length in bits of a plane (what the coder achieves, to within ~32 bits),
     the log-scale offsets included (the bias's header bytes are not)."""
     with _torch_threads(_encode_threads(pixels.shape[0] * pixels.shape[1])):
-        chunks = _coded_chunks(model, pixels, tile, device, block, fit_bias=fit_bias)
+        chunks = _coded_chunks(model, pixels, tile, device, block, effort=effort)
         return sum(mx.code_length_bits(c, s) for s, c in chunks)
 
 

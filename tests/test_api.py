@@ -97,6 +97,19 @@ def test_bias_is_used_on_large_planes_and_round_trips(tiny_models, mode, monkeyp
         assert np.array_equal(nelloc.decompress(data, as_array=True), arr)
 
 
+def test_effort_one_is_no_bias_and_a_bad_effort_is_refused(tiny_models, monkeypatch):
+    from nelloc import adapt
+
+    monkeypatch.setattr(adapt, "BIAS_MIN_PIXELS", 1 << 14)
+    arr = smooth_image(130, 128, 3, seed=32)
+    assert nelloc.compress(arr, effort=1) == nelloc.compress(arr, adapt_bias=False) == \
+        nelloc.compress(arr, adapt_bias=False, effort=4)
+    assert nelloc.compress(arr) == nelloc.compress(arr, effort=2)
+    for bad in (0, 5):
+        with pytest.raises(nelloc.UnsupportedImageError, match="effort must be one of 1, 2, 3, 4, not"):
+            nelloc.compress(arr, effort=bad)
+
+
 def test_bias_beyond_the_limit_or_not_whole_layers_is_a_bad_stream(tiny_models, monkeypatch):
     from nelloc import adapt
 

@@ -581,6 +581,21 @@ def test_no_adapt_bias_flag_and_info_shows_the_bias(tiny_models, tmp_path, monke
         assert np.array_equal(np.asarray(Image.open(tmp_path / f"{name}.png")), np.asarray(Image.open(src)))
 
 
+def test_effort_option_matches_the_encoder_efforts_and_effort_one_is_no_bias(tiny_models, tmp_path, monkeypatch):
+    from nelloc import adapt, cli
+
+    effort = next(p for p in cli.compress.params if p.name == "effort")
+    assert (effort.type.min, effort.type.max, effort.default) == (min(adapt.EFFORTS), max(adapt.EFFORTS), adapt.DEFAULT_EFFORT)
+    monkeypatch.setattr(adapt, "BIAS_MIN_PIXELS", 1 << 14)
+    src = tmp_path / "big.png"
+    Image.fromarray(smooth_image(130, 128, 3, seed=16)).save(src)
+    assert_ok(run("compress", src, "-o", tmp_path / "e1.nlc", "-e", "1", "-q"))
+    assert_ok(run("compress", src, "-o", tmp_path / "nb.nlc", "--no-adapt-bias", "-q"))
+    assert (tmp_path / "e1.nlc").read_bytes() == (tmp_path / "nb.nlc").read_bytes()
+    result = run("compress", src, "-o", tmp_path / "e5.nlc", "--effort", "5", "-q")
+    assert result.exit_code == 2 and "Traceback" not in result.output and not (tmp_path / "e5.nlc").exists()
+
+
 def test_compress_max_pixels_refuses_larger_images_and_out_of_memory_is_one_line(rgb_png, tmp_path, monkeypatch):
     assert_error(run("compress", rgb_png, "--max-pixels", 79), "10x8 = 80 pixels exceeds the limit of 79")
     assert_ok(run("compress", rgb_png, "--max-pixels", 80, "-q"))

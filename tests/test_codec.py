@@ -167,8 +167,8 @@ def test_bias_is_fitted_for_large_planes_and_decodes_only_with_it(tiny_rgb, monk
 
     monkeypatch.setattr(adapt, "BIAS_MIN_PIXELS", 1 << 14)  # a smaller test image (the fit is the same)
     img = smooth_image(130, 128, 3, seed=21)  # 16,640 pixels
-    plain, fitted = codec.encode_segments(tiny_rgb, [img], 32, block=0, fit_bias=False)[0], \
-        codec.encode_segments(tiny_rgb, [img], 32, block=0, fit_bias=True)[0]
+    plain, fitted = codec.encode_segments(tiny_rgb, [img], 32, block=0, effort=1)[0], \
+        codec.encode_segments(tiny_rgb, [img], 32, block=0, effort=2)[0]
     assert plain.bias is None and fitted.bias is not None and len(fitted.bias) == tiny_rgb.cfg.width + tiny_rgb.cfg.out_channels
     saved = 8 * (len(plain.payload) - len(fitted.payload))
     assert saved > adapt.bias_header_bits(np.array(fitted.bias))  # the tiny model is far off: it pays
@@ -183,11 +183,11 @@ def test_bias_is_not_fitted_for_small_planes_or_when_it_does_not_pay(tiny_rgb, m
     from nelloc import adapt
 
     small = smooth_image(255, 256, 3, seed=22)  # 65,280 pixels: just below adapt.BIAS_MIN_PIXELS
-    assert codec.encode_segments(tiny_rgb, [small], 32, fit_bias=True)[0].bias is None
+    assert codec.encode_segments(tiny_rgb, [small], 32, effort=2)[0].bias is None
     monkeypatch.setattr(adapt, "BIAS_MIN_PIXELS", 1 << 14)
     monkeypatch.setattr(adapt, "fit_bias", lambda *a, **k: (np.ones(tiny_rgb.cfg.out_channels, np.int64), 10.0))
     big = smooth_image(130, 128, 3, seed=23)
-    assert codec.encode_segments(tiny_rgb, [big], 32, fit_bias=True)[0].bias is None
+    assert codec.encode_segments(tiny_rgb, [big], 32, effort=2)[0].bias is None
 
 
 def test_bias_with_offsets_round_trips_in_a_batch_of_planes(tiny_gray, monkeypatch):
@@ -195,7 +195,7 @@ def test_bias_with_offsets_round_trips_in_a_batch_of_planes(tiny_gray, monkeypat
 
     monkeypatch.setattr(adapt, "BIAS_MIN_PIXELS", 1 << 14)
     imgs = [smooth_image(129, 130, 1, seed=s) for s in (24, 25)] + [smooth_image(12, 9, 1, seed=26)]
-    coded = codec.encode_segments(tiny_gray, imgs, 16, block=40, fit_bias=True)
+    coded = codec.encode_segments(tiny_gray, imgs, 16, block=40, effort=2)
     assert [c.bias is not None for c in coded] == [True, True, False]
     for img, c in zip(imgs, coded):
         model = tiny_gray if c.bias is None else tiny_gray.with_bias(c.bias)
@@ -209,6 +209,7 @@ def test_bias_fit_effort_halves_below_a_quarter_megapixel():
     full = (adapt.BIAS_STEPS, adapt.BIAS_SAMPLE)
     assert adapt.bias_effort(512 * 512) == full and adapt.bias_effort(768 * 512) == full
     assert adapt.bias_effort(256 * 256) == (full[0] // 2, full[1] // 2)
+    assert adapt.bias_effort(255 * 256) is None  # below BIAS_MIN_PIXELS
     assert len(adapt.bias_sample_rows(10**6, 100)) == 200 and len(set(adapt.bias_sample_rows(10**6, 100))) == 200
     assert sorted(adapt.bias_sample_rows(150, 100)) == list(range(150))
 
@@ -219,3 +220,40 @@ def test_bias_header_bits_count_zigzag_varint_bytes():
     assert adapt.bias_header_bits(np.array([0, 1, -1, 63, -64])) == 8 * 5
     assert adapt.bias_header_bits(np.array([64, -65, 8191])) == 8 * 6
     assert adapt.bias_header_bits(np.array([8192])) == 8 * 3
+
+
+def test_higher_efforts_fit_longer_on_more_pixels_and_effort_one_fits_nothing():
+    from nelloc import adapt
+
+    n = 768 * 512
+    assert adapt.DEFAULT_EFFORT == 2 and adapt.bias_effort(n, 1) is None
+    plans = [adapt.bias_effort(n, e) for e in (2, 3, 4)]
+    assert all(a[0] <= b[0] and a[1] <= b[1] and a != b for a, b in zip(plans, plans[1:]))
+    for bad in (0, 5, True, 2.5, "2"):
+        with pytest.raises(ValueError, match="effort must be one of 1, 2, 3, 4"):
+            adapt.check_effort(bad)
+
+
+def test_effort_sets_the_fit_the_encoder_runs_and_every_effort_decodes(tiny_rgb, monkeypatch):
+    from nelloc import adapt
+
+    monkeypatch.setattr(adapt, "BIAS_MIN_PIXELS", 1 << 14)
+    monkeypatch.setattr(adapt, "BIAS_FULL_PIXELS", 1 << 14)
+    monkeypatch.setattr(adapt, "EFFORTS", {1: None, 2: (10, 256), 3: (20, 512), 4: (30, 1024)})
+    real_fit, runs = adapt.fit_bias, []
+
+    def recording_fit(model, x, values, pixels_per_sample, steps):
+        runs.append((steps, len(values)))
+        return real_fit(model, x, values, pixels_per_sample, steps)
+
+    monkeypatch.setattr(adapt, "fit_bias", recording_fit)
+    img = smooth_image(130, 128, 3, seed=27)
+    for effort in (1, 2, 3, 4):
+        (coded,) = codec.encode_segments(tiny_rgb, [img], 32, block=40, effort=effort)
+        model = tiny_rgb if coded.bias is None else tiny_rgb.with_bias(coded.bias)
+        (out,) = codec.decode_planes(model, [codec.PlaneJob(coded.payload, 130, 128, 32, coded.block)])
+        assert np.array_equal(out, img)
+        assert (coded.bias is None) == (effort == 1)
+    assert runs == [(10, 512), (20, 1024), (30, 2048)]
+    with pytest.raises(ValueError, match="effort"):
+        codec.encode_segments(tiny_rgb, [img[:8, :8]], 32, effort=0)  # checked even where no plane would fit
