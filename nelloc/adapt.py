@@ -171,7 +171,7 @@ BIAS_FULL_PIXELS = 1 << 18  # below this, half the steps on half the pixels (mea
 # images and 4 crops of the 2 held-out CLIC images at half size, one thread (docs/codec.md):
 # 120 steps -0.22% (+2.1 s per image), 200 -0.30% (+4.6 s), 400 -0.33%; 2 x 8,192 pixels and 120
 # steps -0.36% (+6.8 s), 200 steps -0.48% (+12 s); 2 x 16,384 and 200 steps -0.61% (+28 s), 300 steps
-# -0.69% (+48 s); 2 x 32,768 and 200 steps -0.65% (+53 s).
+# -0.69% (+45 s); 2 x 32,768 and 200 steps -0.65% (+51 s).
 EFFORTS: dict[int, tuple[int, int] | None] = {1: None, 2: (BIAS_STEPS, BIAS_SAMPLE), 3: (200, 8192), 4: (300, 16384)}
 DEFAULT_EFFORT = 2
 
