@@ -175,6 +175,7 @@ def test_codec_spec_parsing() -> None:
     codec = make_codec("nelloc:model=rgb,tile=64,device=cpu")
     assert codec.label == "nelloc:model=rgb,tile=64,device=cpu" and codec.tile == 64
     assert make_codec("jpegxl:effort=3").effort == 3
+    assert "effort=4" in make_codec("nelloc:effort=4").description and make_codec("nelloc").effort is None
     assert make_codec("jpegxl-e9").effort == 9
     with pytest.raises(ValueError):
         make_codec("nosuchcodec")
@@ -281,3 +282,16 @@ def test_merge_keeps_two_specs_of_one_codec_apart() -> None:
            "command": "c", "date": "d", "machine": "m"}
     merged = merge_results(base, new)
     assert {r["codec"]: r["bpsp"] for r in merged["results"]} == {"nelloc": 3.2, "png": 4.4, "nelloc:adapt=0": 3.3}
+
+
+def test_nelloc_effort_option_reaches_the_encoder(tiny_models, monkeypatch) -> None:
+    import nelloc
+
+    seen = []
+    real = nelloc.compress
+    monkeypatch.setattr(nelloc, "compress", lambda *a, **k: seen.append(k["effort"]) or real(*a, **k))
+    codec = make_codec("nelloc:effort=3")
+    assert codec.available() == (True, "")
+    img = (np.arange(48 * 40 * 3) % 251).astype(np.uint8).reshape(48, 40, 3)
+    assert np.array_equal(codec.decode(codec.encode(img)), img)
+    assert seen and set(seen) == {3}
