@@ -402,9 +402,17 @@ class ExactModel:
         """``head`` and ``out`` on ``tail_inputs``, differentiable in the biases (floors are
         straight-through): the last layer's values before its floor and clamp.  For the encoder's
         choice of a bias only; ``floor`` and ``clamp`` of it with zero biases is ``forward``."""
+        return self.tail_after_head(self.head_values(h), skip, head_bias, out_bias)
+
+    def head_values(self, h: torch.Tensor) -> torch.Tensor:
+        """``head``'s values before its bias, floor and clamp: what a bias fit need not recompute."""
         w, mul, add, _, _ = self._layers32["head"]
-        pre = torch.matmul(h, w) * mul + add + head_bias
-        a = torch.clamp(floor_ste(pre), 0, self.cfg.act_qmax)
+        return torch.matmul(h, w) * mul + add
+
+    def tail_after_head(self, head: torch.Tensor, skip: torch.Tensor | None, head_bias: torch.Tensor | float = 0.0,
+                        out_bias: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """``tail`` from ``head_values``."""
+        a = torch.clamp(floor_ste(head + head_bias), 0, self.cfg.act_qmax)
         w, mul, add, _, _ = self._layers32["out"]
         y = torch.matmul(a, w) * mul
         if skip is not None:
