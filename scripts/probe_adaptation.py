@@ -48,7 +48,8 @@ def symbol_probs(model: ExactModel, pixels: np.ndarray, plain: bool = False) -> 
     used: list[int] = []
     out = []
     block = 0 if plain else adapt.DEFAULT_BLOCK
-    chunks = codec._coded_chunks(model, pixels, codec.DEFAULT_TILE, "cpu", block, used, not plain, [])
+    chunks = codec._coded_chunks(model, pixels, codec.DEFAULT_TILE, "cpu", block, used,
+                                 1 if plain else adapt.DEFAULT_EFFORT, [])
     for k, (symbols, counts) in enumerate(chunks):
         if k == 0 and used and used[0]:
             continue  # the log-scale offsets' own symbols
