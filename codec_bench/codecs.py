@@ -387,7 +387,7 @@ class NellocCodec(Codec):
     def description(self) -> str:  # type: ignore[override]
         return (
             f"nelloc.compress(model={self.model!r}, tile={self.tile!r}, adapt_block={self.adapt!r}, "
-            f"adapt_bias={self.bias != 0}, effort={self._effort}, device={self.device!r})"
+            f"adapt_bias={self.bias != 0}, effort={self.effort!r}, device={self.device!r})"
         )
 
     def available(self) -> tuple[bool, str]:
@@ -417,12 +417,8 @@ class NellocCodec(Codec):
     def encode(self, array: np.ndarray) -> bytes:
         return bytes(
             self._nelloc.compress(array, model=self.model, tile=self.tile, device=self.device, adapt_block=self.adapt,
-                                  adapt_bias=self.bias != 0, effort=self._effort)
+                                  adapt_bias=self.bias != 0, **({} if self.effort is None else {"effort": self.effort}))
         )
-
-    @property
-    def _effort(self) -> int:
-        return 2 if self.effort is None else self.effort
 
     def decode(self, data: bytes) -> np.ndarray:
         return np.asarray(self._nelloc.decompress(data, device=self.device))

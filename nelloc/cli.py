@@ -18,6 +18,7 @@ import click
 from tqdm import tqdm
 
 from nelloc import api
+from nelloc.adapt import DEFAULT_EFFORT, EFFORTS
 from nelloc.container import DEFAULT_MAX_PIXELS
 from nelloc.data import IMAGE_SUFFIXES
 from nelloc.errors import NellocError
@@ -232,7 +233,7 @@ def main() -> None:
 @click.option("--adapt-bias/--no-adapt-bias", default=True, show_default=True,
               help="Fit a per-image bias of the model's last two layers to planes of 65,536+ pixels "
                    "(smaller photos; slower encode, same decode).")
-@click.option("-e", "--effort", type=click.IntRange(1, 4), default=2, show_default=True,
+@click.option("-e", "--effort", type=click.IntRange(min(EFFORTS), max(EFFORTS)), default=DEFAULT_EFFORT, show_default=True,
               help="Encoder effort: 1 fits no per-image bias, 3 and 4 fit it longer (smaller photos, "
                    "slower encode); every effort decodes at the same speed.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
