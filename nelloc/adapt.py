@@ -243,17 +243,21 @@ def fit_bias(model, x: torch.Tensor, values: np.ndarray, pixels_per_sample: floa
     head_bias = torch.zeros(n_head, device=h.device, requires_grad=True)
     out_bias = torch.zeros(n_out, device=h.device, requires_grad=True)
 
-    def chunk(rows: slice) -> tuple:
-        """One pass's inputs: ``head``'s values (the biases do not change them), skip, values."""
-        return model.head_values(h[rows]), None if skip is None else skip[rows], vals[rows]
+    def chunks(parity: int, count: int) -> list[tuple]:
+        """The passes over the rows of one ``parity`` (0: fit, 1: check), ``BIAS_FIT_ROWS`` at a time:
+        ``head``'s values (the biases do not change them), skip, values."""
+        out = []
+        for a in range(0, count, BIAS_FIT_ROWS):
+            rows = slice(2 * a + parity, 2 * min(a + BIAS_FIT_ROWS, count) + parity, 2)
+            out.append((model.head_values(h[rows]), None if skip is None else skip[rows], vals[rows]))
+        return out
 
     def bits(rows: tuple, hb, ob) -> torch.Tensor:
         head, s, v = rows
         return surrogate_bits(model.tail_after_head(head, s, hb, ob), lo, hi, v, model.cfg.mixtures)
 
     n_fit, checked = (len(vals) + 1) // 2, len(vals) // 2
-    fits = [chunk(slice(2 * a, 2 * min(a + BIAS_FIT_ROWS, n_fit), 2)) for a in range(0, n_fit, BIAS_FIT_ROWS)]
-    checks = [chunk(slice(2 * a + 1, 2 * min(a + BIAS_FIT_ROWS, checked) + 1, 2)) for a in range(0, checked, BIAS_FIT_ROWS)]
+    fits, checks = chunks(0, n_fit), chunks(1, checked)
 
     def check_bits(hb, ob) -> float:
         with torch.no_grad():
