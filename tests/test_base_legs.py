@@ -35,7 +35,14 @@ def _new_config(commands: list[list[str]], run: str) -> dict:
 
 def _averaged(commands: list[list[str]], run: str) -> list[str]:
     [cmd] = [c for c in commands if c[1:3] == ["scripts/average_snapshots.py", run]]
-    return cmd[3:]
+    return [a for i, a in enumerate(cmd[3:], 3) if not a.startswith("--") and not cmd[i - 1].startswith("--")]
+
+
+def test_the_tails_leave_spiked_snapshots_out_of_their_means(commands):
+    step = _base_step()
+    for run in (f"runs/p{step}-swa", f"runs/p{step}b-swa", f"runs/gp{step}-swa"):
+        [cmd] = [c for c in commands if c[1:3] == ["scripts/average_snapshots.py", run]]
+        assert cmd[cmd.index("--drop-spikes") + 1] == "0.01"
 
 
 @pytest.fixture(scope="module")
