@@ -48,7 +48,7 @@ cd "$(dirname "$0")/.."
 [ "$DRY" = 1 ] || [ -f "runs/rgb-base@$N/last.pt" ] || { echo "no runs/rgb-base@$N/last.pt" >&2; exit 1; }
 E=$((N + 4000))
 # a tail's fake-quantised snapshot more than 1% above the best one on held-out crops is left out of its
-# mean (stop 44: one spiked by 4%; the spread of the others is ~0.2%)
+# mean (stop 44: one spiked by 4%; within the other tails the three spread 0.5-0.7%)
 SPIKE=0.01
 NET='"horizon":3,"width":256,"res_blocks":1,"skip":true,"act_bits":10,"skip_bits":11'
 # both 6,000-step tails: cosine from 3e-4, the last 5% fake-quantised
