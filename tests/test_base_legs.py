@@ -33,15 +33,24 @@ def _new_config(commands: list[list[str]], run: str) -> dict:
     return json.loads(cmd[cmd.index("--new") + 1])
 
 
-def _averaged(commands: list[list[str]], run: str) -> list[str]:
+def _average_command(commands: list[list[str]], run: str) -> list[str]:
     [cmd] = [c for c in commands if c[1:3] == ["scripts/average_snapshots.py", run]]
-    return [a for i, a in enumerate(cmd[3:], 3) if not a.startswith("--") and not cmd[i - 1].startswith("--")]
+    return cmd
+
+
+def _averaged(commands: list[list[str]], run: str) -> list[str]:
+    """The snapshots the command averages (its arguments after OUT_RUN, options left out)."""
+    snapshots = _average_command(commands, run)[3:]
+    if "--drop-spikes" in snapshots:
+        at = snapshots.index("--drop-spikes")
+        del snapshots[at : at + 2]
+    return snapshots
 
 
 def test_the_tails_leave_spiked_snapshots_out_of_their_means(commands):
     step = _base_step()
     for run in (f"runs/p{step}-swa", f"runs/p{step}b-swa", f"runs/gp{step}-swa"):
-        [cmd] = [c for c in commands if c[1:3] == ["scripts/average_snapshots.py", run]]
+        cmd = _average_command(commands, run)
         assert cmd[cmd.index("--drop-spikes") + 1] == "0.01"
 
 
