@@ -2,8 +2,9 @@
 
 Why it is exact on every machine (CPU, CUDA, any BLAS, batch size or thread count):
 
-* every matmul multiplies int8-valued weights (|w| <= 127) by integer activations (0..255, or
-  0..1023 for models with ``act_bits = 10``; inputs -128..128) in float32; the loader checks that
+* every matmul multiplies int8-valued weights (|w| <= 127; the first layer's and the skip's up to
+  2047 with ``first_bits`` / ``skip_bits`` 12) by integer activations (0..255, or 0..1023 for models
+  with ``act_bits = 10``; inputs -128..128) in float32; the loader checks that
   each output channel's sum of |w| * (largest input) is below 2**24, so every partial sum in any
   order is an exactly representable integer;
 * re-quantisation between layers (arithmetic 2, format version 2) is
@@ -62,12 +63,12 @@ def _dyadic(values: np.ndarray, exponent: np.ndarray | None = None) -> tuple[np.
     return np.round(values * np.exp2(exponent)) * np.exp2(-exponent), exponent
 
 
-def _requant(weight: np.ndarray, scale: np.ndarray, bias: np.ndarray, lo, hi) -> Layer:
+def _requant(weight: np.ndarray, scale: np.ndarray, bias: np.ndarray, lo, hi, dtype: type = np.int8) -> Layer:
     """Layer computing clamp(floor(acc * scale + bias), lo, hi) with dyadic scale and bias."""
     mul, exponent = _dyadic(scale)
     add, _ = _dyadic(bias, exponent)
     n = len(mul)
-    return Layer(weight.astype(np.int8), mul, add, np.broadcast_to(np.float64(lo), (n,)).copy(),
+    return Layer(weight.astype(dtype), mul, add, np.broadcast_to(np.float64(lo), (n,)).copy(),
                  np.broadcast_to(np.float64(hi), (n,)).copy())
 
 
@@ -93,14 +94,14 @@ def export(model: PixelCNN) -> dict[str, np.ndarray]:
             tensors[f"{prefix}.{field}"] = getattr(layer, field)
 
     # first layer: gather order is (causal position, channel) with the validity plane last
-    w, s_w = _int_weight(model.first.weight * model.first.mask, INPUT_CENTRE)
+    w, s_w = _int_weight(model.first.weight * model.first.mask, INPUT_CENTRE, cfg.first_qmax)
     h = cfg.horizon
     cols = [w[:, :, h + dy, h + dx] for dy, dx in causal_offsets(h)]  # each (out, cin)
     w0 = np.stack(cols, axis=1).reshape(w.shape[0], -1).T  # (24 * cin, out)
     s_in = 1.0 / INPUT_CENTRE
     s_out = model.first_act.scale
     bias = model.first.bias.detach().double().numpy()
-    put("first", _requant(w0, s_in * s_w / s_out, bias / s_out + 0.5, 0, qmax))
+    put("first", _requant(w0, s_in * s_w / s_out, bias / s_out + 0.5, 0, qmax, first_dtype(cfg)))
     s_in = s_out
 
     for b, block in enumerate(model.blocks):
@@ -201,8 +202,11 @@ class ExactModel:
         fan_in, qmax = cfg.fan_in, cfg.act_qmax
         try:
             for name in self._layer_names():
-                largest_input = INPUT_CENTRE if name == "first" else qmax
-                acc_max = _checked_sum_bound(f"layer {name}", self.tensors[f"{name}.weight"], largest_input)
+                if name == "first":
+                    acc_max = _checked_sum_bound("layer first", self.tensors["first.weight"], INPUT_CENTRE,
+                                                 cfg.first_qmax, first_dtype(cfg))
+                else:
+                    acc_max = _checked_sum_bound(f"layer {name}", self.tensors[f"{name}.weight"], qmax)
                 mul, add = self.tensors[f"{name}.mul"], self.tensors[f"{name}.add"]
                 _, e = np.frexp(mul)
                 exps = MUL_BITS + 1 - e.astype(np.int64)
@@ -445,6 +449,11 @@ class ExactModel:
 def skip_dtype(cfg: ModelConfig) -> type:
     """The skip's weights are stored as int8 when they fit (``skip_bits`` 8), else int16."""
     return np.int8 if cfg.skip_qmax <= WEIGHT_QMAX else np.int16
+
+
+def first_dtype(cfg: ModelConfig) -> type:
+    """The first layer's weights: int8 for ``first_bits`` 8 (every model before stop 46), else int16."""
+    return np.int8 if cfg.first_qmax <= WEIGHT_QMAX else np.int16
 
 
 def _checked_sum_bound(what: str, w: np.ndarray, max_input: float, qmax: int = WEIGHT_QMAX,

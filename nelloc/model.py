@@ -31,6 +31,7 @@ ACT_QMAX = 255  # hidden activations of 8-bit models (ModelConfig.act_bits = 8)
 ACT_BITS_RANGE = (4, 12)  # a float32 holds these integers exactly; fan-in sums are checked on export
 SKIP_BITS_RANGE = (8, 12)  # signed skip weights |w| <= 2**(bits-1) - 1; 12 bits (2047) x 96 inputs x 128
 #                            can pass 2**24, so the loader checks each output's actual sum
+FIRST_BITS_RANGE = SKIP_BITS_RANGE  # the first layer's weights: the same inputs, the same bound
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class ModelConfig:
     joint: bool = False  # colour: components shared across a pixel's channels (mixture.log_prob_joint)
     skip_bits: int = 8  # the skip's integer weights span +-(2**(skip_bits-1) - 1): it maps grey levels
     #                     straight to the means, so int8 rounding there costs most (docs/ablations.md)
+    first_bits: int = 8  # likewise for the first layer's weights; its 96 inputs are far from the 2**24
+    #                      bound at 8 bits, and int8 rounding there grows with training (ablations, stop 46)
 
     def __post_init__(self) -> None:
         lo, hi = ACT_BITS_RANGE
@@ -56,6 +59,11 @@ class ModelConfig:
         lo, hi = SKIP_BITS_RANGE
         if not (isinstance(self.skip_bits, int) and lo <= self.skip_bits <= hi):
             raise ValueError(f"skip_bits must be an integer in {lo}..{hi}, not {self.skip_bits!r}")
+        lo, hi = FIRST_BITS_RANGE
+        if not (isinstance(self.first_bits, int) and lo <= self.first_bits <= hi):
+            raise ValueError(f"first_bits must be an integer in {lo}..{hi}, not {self.first_bits!r}")
+        if self.first_bits != 8 and self.kind != "local":
+            raise ValueError("first_bits is for local models (the exact codec's first layer)")
         if self.joint and self.channels != 3:
             raise ValueError("joint mixtures are for colour (3-channel) models")
 
@@ -66,6 +74,10 @@ class ModelConfig:
     @property
     def skip_qmax(self) -> int:
         return 2 ** (self.skip_bits - 1) - 1
+
+    @property
+    def first_qmax(self) -> int:
+        return 2 ** (self.first_bits - 1) - 1
 
     @property
     def params_per_component(self) -> int:
@@ -91,6 +103,8 @@ class ModelConfig:
             del d["joint"]
         if d["skip_bits"] == 8:
             del d["skip_bits"]
+        if d["first_bits"] == 8:
+            del d["first_bits"]
         return d
 
 
@@ -308,7 +322,7 @@ class PixelCNN(nn.Module):
         offsets = causal_offsets(hz)
         taps = torch.stack([padded[:, hz + dy : hz + dy + hh, hz + dx : hz + dx + ww] for dy, dx in offsets], dim=3)
         w = self.first.weight * self.first.mask
-        w = quantize_weight(w, in_max=INPUT_CENTRE) if q else w
+        w = quantize_weight(w, self.cfg.first_qmax, INPUT_CENTRE) if q else w
         w0 = torch.stack([w[:, :, hz + dy, hz + dx] for dy, dx in offsets], dim=1)  # (out, taps, cin)
         def dense(conv: MaskedConv, t: torch.Tensor) -> torch.Tensor:
             wt = quantize_weight(conv.weight, in_max=self.cfg.act_qmax) if q else conv.weight

@@ -50,6 +50,12 @@ def fine_skip_model():
 
 
 @pytest.fixture(scope="module")
+def fine_first_model():
+    """12-bit first-layer weights (int16 in the file), as the shipped colour models from stop 46."""
+    return exported(ModelConfig(width=32, mixtures=5, skip=True, act_bits=10, skip_bits=11, first_bits=12))
+
+
+@pytest.fixture(scope="module")
 def tiny_rgb():
     return exact.ExactModel.load(TEST_DATA / "tiny-rgb.safetensors")
 
@@ -127,11 +133,13 @@ def test_round_trip_with_thread_counts(paper_size_model, threads):
         torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("skip,act_bits,joint,skip_bits", [(False, 8, False, 8), (True, 8, False, 8), (True, 10, False, 8),
-                                                           (True, 10, True, 8), (True, 10, False, 11)])
-def test_export_close_to_float_model(skip, act_bits, joint, skip_bits):
+@pytest.mark.parametrize("skip,act_bits,joint,skip_bits,first_bits",
+                         [(False, 8, False, 8, 8), (True, 8, False, 8, 8), (True, 10, False, 8, 8),
+                          (True, 10, True, 8, 8), (True, 10, False, 11, 8), (True, 10, False, 11, 12)])
+def test_export_close_to_float_model(skip, act_bits, joint, skip_bits, first_bits):
     torch.manual_seed(0)
-    cfg = ModelConfig(width=32, mixtures=5, skip=skip, act_bits=act_bits, joint=joint, skip_bits=skip_bits)
+    cfg = ModelConfig(width=32, mixtures=5, skip=skip, act_bits=act_bits, joint=joint, skip_bits=skip_bits,
+                      first_bits=first_bits)
     model = PixelCNN(cfg)
     img = smooth_image(24, 24, 3, seed=6)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
@@ -193,6 +201,37 @@ def test_skip_bits_is_in_the_id_only_when_not_8_and_is_bounded():
     for bad in (7, 13, 11.0):
         with pytest.raises(ValueError):
             ModelConfig(skip_bits=bad)
+
+
+def test_first_bits_is_in_the_id_only_when_not_8_and_is_bounded():
+    assert "first_bits" not in ModelConfig(skip=True).to_dict()  # older models keep their SHA-256
+    assert ModelConfig(first_bits=12).to_dict()["first_bits"] == 12
+    assert ModelConfig(first_bits=12).first_qmax == 2047
+    for bad in (7, 13, 12.0):
+        with pytest.raises(ValueError):
+            ModelConfig(first_bits=bad)
+    with pytest.raises(ValueError, match="local"):
+        ModelConfig(kind="full", first_bits=12)
+
+
+def test_fine_first_layer_is_stored_as_int16_and_round_trips(fine_first_model, fine_skip_model):
+    w = fine_first_model.tensors["first.weight"]
+    assert w.dtype == np.int16 and np.abs(w).max() == 2047  # each output's largest weight sets its scale
+    assert fine_skip_model.tensors["first.weight"].dtype == np.int8
+    img = smooth_image(15, 22, 3, seed=12)
+    payload = codec.encode_plane(fine_first_model, img, 8)
+    assert np.array_equal(codec.decode_plane(fine_first_model, payload, 15, 22, 8), img)
+    assert np.array_equal(outputs_by_steps(fine_first_model, img, 8, 5, 1), outputs_by_steps(fine_first_model, img, 8, 64, 2))
+
+
+def test_loader_checks_the_first_layer_against_its_bits(fine_first_model, fine_skip_model):
+    as_int16 = dict(fine_skip_model.tensors, **{"first.weight": fine_skip_model.tensors["first.weight"].astype(np.int16)})
+    with pytest.raises(ModelError, match="int8"):  # an 8-bit first layer must be int8, as older files are
+        exact.ExactModel(as_int16, fine_skip_model.cfg)
+    wide = fine_first_model.tensors["first.weight"].copy()
+    wide[0, 0] = 2048
+    with pytest.raises(ModelError, match="2047"):
+        exact.ExactModel(dict(fine_first_model.tensors, **{"first.weight": wide}), fine_first_model.cfg)
 
 
 def test_fine_skip_is_stored_as_int16_and_round_trips(fine_skip_model):

@@ -189,14 +189,16 @@ def test_cli_train_then_export(image_folder, tmp_path, skip):
     run = tmp_path / "run"
     r = CliRunner().invoke(main, ["train", str(run), "--data", str(image_folder), "--width", "8", "--mixtures", "2",
                                   "--crop", "12", "--batch", "2", "--steps", "4", "-q"]
-                           + (["--skip", "--act-bits", "10", "--skip-bits", "11", "--calib-quantile", "1"] if skip else []))
+                           + (["--skip", "--act-bits", "10", "--skip-bits", "11", "--first-bits", "12", "--calib-quantile", "1"]
+                              if skip else []))
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["export", str(run), "--name", "cli-model", "--out-dir", str(tmp_path / "m")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "m" / "cli-model.safetensors").exists() and (tmp_path / "m" / "cli-model.json").exists()
     model = exact.ExactModel.load(tmp_path / "m" / "cli-model.safetensors")
     assert model.cfg.skip is skip and model.cfg.act_bits == (10 if skip else 8)
-    assert model.cfg.skip_bits == (11 if skip else 8)
+    assert model.cfg.skip_bits == (11 if skip else 8) and model.cfg.first_bits == (12 if skip else 8)
+    assert model.tensors["first.weight"].dtype == (np.int16 if skip else np.int8)
     r = CliRunner().invoke(main, ["train", str(tmp_path / "bad"), "--act-bits", "16"])
     assert r.exit_code != 0 and "16" in r.output and "Traceback" not in r.output
 
@@ -235,6 +237,25 @@ def test_warm_start_from_a_model_of_the_same_configuration_is_a_copy(kind, block
     assert not all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
     warm_start(b, a)
     assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+
+
+def test_a_finer_first_layer_grid_rounds_its_weights_less():
+    from nelloc.model import ModelConfig, PixelCNN
+
+    torch.manual_seed(5)
+    cfg = ModelConfig(channels=3, width=16, mixtures=4, skip=True, act_bits=10)
+    a, b = PixelCNN(cfg), PixelCNN(ModelConfig(**{**cfg.to_dict(), "first_bits": 12}))
+    b.load_state_dict(a.state_dict())
+    x = torch.randint(0, 256, (2, 3, 9, 9)).float()
+    a.train(), b.train()
+    a.bits(x), b.bits(x)  # calibrates the activation ranges (the same batch, the same float weights)
+    a.eval(), b.eval()
+    reference = PixelCNN(cfg)
+    reference.load_state_dict(a.state_dict())
+    reference.quantize = False
+    with torch.no_grad():
+        errors = [float((m.bits(x) - reference.bits(x)).abs().sum()) for m in (a, b)]
+    assert errors[1] < errors[0]  # equal if the model ignored first_bits
 
 
 def test_a_model_warm_started_with_a_finer_skip_grid_is_a_copy():
