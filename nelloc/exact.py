@@ -90,7 +90,10 @@ def export(model: PixelCNN) -> dict[str, np.ndarray]:
     qmax = cfg.act_qmax
 
     def put(prefix: str, layer: Layer) -> None:
-        for field in ("weight", "mul", "add", "lo", "hi"):
+        # hidden layers clamp to 0..qmax, so only ``out`` stores its bounds (files before stop 46 stored
+        # every layer's: 20 KB of a width-256 model)
+        fields = ("weight", "mul", "add", "lo", "hi") if prefix == "out" else ("weight", "mul", "add")
+        for field in fields:
             tensors[f"{prefix}.{field}"] = getattr(layer, field)
 
     # first layer: gather order is (causal position, channel) with the validity plane last
@@ -215,7 +218,10 @@ class ExactModel:
                 for arr in (mul * 2.0**exps, add * 2.0**exps):
                     if not np.array_equal(arr, np.round(arr)):
                         raise ModelError(f"layer {name}: multipliers are not dyadic")
-                if name != "out" and ((self.tensors[f"{name}.lo"] != 0).any() or (self.tensors[f"{name}.hi"] != qmax).any()):
+                lo, hi = self.bounds(name)
+                if lo.shape != mul.shape or hi.shape != mul.shape:
+                    raise ModelError(f"layer {name}: clamp bounds do not match its outputs")
+                if name != "out" and ((lo != 0).any() or (hi != qmax).any()):
                     raise ModelError(f"layer {name}: hidden activations must be clamped to 0..{qmax}")
                 _check_float32_constants(f"layer {name}", mul, add)
             for b in range(cfg.res_blocks):
@@ -247,6 +253,15 @@ class ExactModel:
         except KeyError as exc:
             raise ModelError(f"model file lacks tensor {exc}") from exc
 
+    def bounds(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """A layer's clamp bounds (float64, per output): stored for ``out``; 0 and Q for the hidden
+        layers, which files exported before stop 46 store too (checked when they load)."""
+        t = self.tensors
+        if name == "out" or f"{name}.lo" in t or f"{name}.hi" in t:
+            return t[f"{name}.lo"], t[f"{name}.hi"]
+        n = t[f"{name}.mul"].shape[0]
+        return np.zeros(n), np.full(n, float(self.cfg.act_qmax))
+
     fuse_cpu_ops = True  # CPU: fused C re-quantisation (nelloc/_requant.c); False: torch's ops
 
     @property
@@ -259,7 +274,7 @@ class ExactModel:
         for name in self._layer_names():
             t = self.tensors
             weight = torch.from_numpy(t[f"{name}.weight"].astype(np.float32)).to(dev)
-            consts = [t[f"{name}.{k}"] for k in ("mul", "add", "lo", "hi")]
+            consts = [t[f"{name}.mul"], t[f"{name}.add"], *self.bounds(name)]
             self._layers[name] = (weight, *(torch.from_numpy(c).to(dev) for c in consts))
             self._layers32[name] = (weight, *(torch.from_numpy(c.astype(np.float32)).to(dev) for c in consts))
         if self.cfg.skip:

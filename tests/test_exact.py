@@ -157,6 +157,28 @@ def test_export_close_to_float_model(skip, act_bits, joint, skip_bits, first_bit
     assert abs(exact_bits - float_bits) / float_bits < 0.01
 
 
+def test_only_the_output_layer_stores_clamp_bounds_and_older_files_still_load(skip_model, tiny_rgb):
+    assert "out.lo" in skip_model.tensors and "out.hi" in skip_model.tensors
+    assert not any(k.endswith((".lo", ".hi")) for k in skip_model.tensors if not k.startswith("out."))
+    assert "first.lo" in tiny_rgb.tensors  # a file from before stop 46 stores every layer's bounds
+    for model in (skip_model, tiny_rgb):
+        lo, hi = model.bounds("head")
+        assert (lo == 0).all() and (hi == model.cfg.act_qmax).all()
+    stored = dict(skip_model.tensors)
+    n = stored["head.mul"].shape[0]
+    stored["head.lo"], stored["head.hi"] = np.zeros(n), np.full(n, float(skip_model.cfg.act_qmax))
+    with_bounds = exact.ExactModel(stored, skip_model.cfg)  # the same network, another id
+    assert with_bounds.sha256 != skip_model.sha256
+    x = torch.from_numpy(np.random.default_rng(3).integers(-128, 129, (40, skip_model.fan_in)).astype(np.float32))
+    assert torch.equal(with_bounds.forward(x), skip_model.forward(x))
+    stored["head.hi"] = stored["head.hi"] - 1
+    with pytest.raises(ModelError, match="clamped"):
+        exact.ExactModel(stored, skip_model.cfg)
+    del stored["head.hi"]
+    with pytest.raises(ModelError, match="head.hi"):
+        exact.ExactModel(stored, skip_model.cfg)
+
+
 def test_loader_refuses_models_that_could_round(tmp_path):
     em = exact.ExactModel.load(TEST_DATA / "tiny-rgb.safetensors")
     tensors = dict(em.tensors)
@@ -373,7 +395,10 @@ def _numpy_forward32(model, x: np.ndarray) -> np.ndarray:
         if skip:
             y = y + product("skip", x)
         y = np.floor(y + t[f"{name}.add"].astype(np.float32))
-        return np.clip(y, t[f"{name}.lo"].astype(np.float32), t[f"{name}.hi"].astype(np.float32))
+        mul = t[f"{name}.mul"]  # hidden layers clamp to 0..Q, which older files also store
+        lo = t.get(f"{name}.lo", np.zeros_like(mul))
+        hi = t.get(f"{name}.hi", np.full_like(mul, model.cfg.act_qmax))
+        return np.clip(y, lo.astype(np.float32), hi.astype(np.float32))
 
     h = layer("first", x)
     for b in range(model.cfg.res_blocks):
