@@ -451,8 +451,8 @@ def warm_start(full: PixelCNN, local: PixelCNN) -> None:
     if fc == lc:  # a local expert continued with its full partner's budget, or a model continued as it is
         full.load_state_dict(local.state_dict())
         return
-    if fc.kind == lc.kind == "local" and replace(fc, joint=lc.joint, skip_bits=lc.skip_bits) == lc:
-        # the likelihood or the skip's integer grid changes, not the net
+    if fc.kind == lc.kind == "local" and replace(fc, joint=lc.joint, skip_bits=lc.skip_bits, first_bits=lc.first_bits) == lc:
+        # the likelihood or the skip's or first layer's integer grid changes, not the net
         full.load_state_dict(local.state_dict())
         return
     if fc.kind == lc.kind == "local" and fc.skip and not lc.skip and replace(fc, skip=False) == lc:

@@ -258,18 +258,19 @@ def test_a_finer_first_layer_grid_rounds_its_weights_less():
     assert errors[1] < errors[0]  # equal if the model ignored first_bits
 
 
-def test_a_model_warm_started_with_a_finer_skip_grid_is_a_copy():
+@pytest.mark.parametrize("grid", [{"skip_bits": 11}, {"first_bits": 12}, {"skip_bits": 11, "first_bits": 12}])
+def test_a_model_warm_started_with_a_finer_grid_is_a_copy(grid):
     from nelloc.model import ModelConfig, PixelCNN
     from nelloc.train import warm_start
 
     torch.manual_seed(4)
     cfg = ModelConfig(channels=3, width=16, mixtures=4, skip=True, act_bits=10)
-    a, b = PixelCNN(cfg), PixelCNN(ModelConfig(**{**cfg.to_dict(), "skip_bits": 11}))
+    a, b = PixelCNN(cfg), PixelCNN(ModelConfig(**{**cfg.to_dict(), **grid}))
     with torch.no_grad():
         a.skip.normal_(0, 0.05)
     warm_start(b, a)
     assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
-    a.quantize = b.quantize = False  # the same float model; only its fake-quantised skip is finer
+    a.quantize = b.quantize = False  # the same float model; only its fake-quantised grid is finer
     x = torch.randint(0, 256, (2, 3, 9, 9)).float()
     assert torch.equal(a.bits(x), b.bits(x))
 
