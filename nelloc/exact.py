@@ -104,7 +104,7 @@ def export(model: PixelCNN) -> dict[str, np.ndarray]:
     s_in = 1.0 / INPUT_CENTRE
     s_out = model.first_act.scale
     bias = model.first.bias.detach().double().numpy()
-    put("first", _requant(w0, s_in * s_w / s_out, bias / s_out + 0.5, 0, qmax, first_dtype(cfg)))
+    put("first", _requant(w0, s_in * s_w / s_out, bias / s_out + 0.5, 0, qmax, stored_dtype(cfg.first_qmax)))
     s_in = s_out
 
     for b, block in enumerate(model.blocks):
@@ -135,7 +135,7 @@ def export(model: PixelCNN) -> dict[str, np.ndarray]:
     if cfg.skip:  # linear path from the neighbourhood (integer inputs at scale 1/128) to the outputs
         w, s_w = _int_weight(model.skip, INPUT_CENTRE, cfg.skip_qmax)
         mul, _ = _dyadic(s_w * gain / unit / INPUT_CENTRE)
-        tensors["skip.weight"], tensors["skip.mul"] = w.T.astype(skip_dtype(cfg)), mul
+        tensors["skip.weight"], tensors["skip.mul"] = w.T.astype(stored_dtype(cfg.skip_qmax)), mul
     for name, table in mx.build_tables().items():
         tensors[f"table.{name}"] = table
     if cfg.joint:
@@ -205,11 +205,9 @@ class ExactModel:
         fan_in, qmax = cfg.fan_in, cfg.act_qmax
         try:
             for name in self._layer_names():
-                if name == "first":
-                    acc_max = _checked_sum_bound("layer first", self.tensors["first.weight"], INPUT_CENTRE,
-                                                 cfg.first_qmax, first_dtype(cfg))
-                else:
-                    acc_max = _checked_sum_bound(f"layer {name}", self.tensors[f"{name}.weight"], qmax)
+                largest_input, w_qmax = (INPUT_CENTRE, cfg.first_qmax) if name == "first" else (qmax, WEIGHT_QMAX)
+                acc_max = _checked_sum_bound(f"layer {name}", self.tensors[f"{name}.weight"], largest_input,
+                                             w_qmax, stored_dtype(w_qmax))
                 mul, add = self.tensors[f"{name}.mul"], self.tensors[f"{name}.add"]
                 _, e = np.frexp(mul)
                 exps = MUL_BITS + 1 - e.astype(np.int64)
@@ -230,7 +228,7 @@ class ExactModel:
                     raise ModelError(f"block {b}: residual constants out of range")
             if cfg.skip:
                 ws, ms = self.tensors["skip.weight"], self.tensors["skip.mul"]
-                _checked_sum_bound("skip", ws, INPUT_CENTRE, cfg.skip_qmax, skip_dtype(cfg))
+                _checked_sum_bound("skip", ws, INPUT_CENTRE, cfg.skip_qmax, stored_dtype(cfg.skip_qmax))
                 if ws.shape != (fan_in, cfg.out_channels) or ms.shape != (cfg.out_channels,):
                     raise ModelError("skip: shape does not match the configuration")
                 _check_float32_constants("skip", ms)
@@ -461,14 +459,10 @@ class ExactModel:
         return res
 
 
-def skip_dtype(cfg: ModelConfig) -> type:
-    """The skip's weights are stored as int8 when they fit (``skip_bits`` 8), else int16."""
-    return np.int8 if cfg.skip_qmax <= WEIGHT_QMAX else np.int16
-
-
-def first_dtype(cfg: ModelConfig) -> type:
-    """The first layer's weights: int8 for ``first_bits`` 8 (every model before stop 46), else int16."""
-    return np.int8 if cfg.first_qmax <= WEIGHT_QMAX else np.int16
+def stored_dtype(qmax: int) -> type:
+    """Integer weights in [-qmax, qmax] are stored as int8 when they fit (8-bit grids: the hidden and
+    output layers, the skip with ``skip_bits`` 8, the first layer with ``first_bits`` 8), else int16."""
+    return np.int8 if qmax <= WEIGHT_QMAX else np.int16
 
 
 def _checked_sum_bound(what: str, w: np.ndarray, max_input: float, qmax: int = WEIGHT_QMAX,

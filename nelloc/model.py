@@ -53,15 +53,11 @@ class ModelConfig:
     #                      bound at 8 bits, and int8 rounding there grows with training (ablations, stop 46)
 
     def __post_init__(self) -> None:
-        lo, hi = ACT_BITS_RANGE
-        if not (isinstance(self.act_bits, int) and lo <= self.act_bits <= hi):
-            raise ValueError(f"act_bits must be an integer in {lo}..{hi}, not {self.act_bits!r}")
-        lo, hi = SKIP_BITS_RANGE
-        if not (isinstance(self.skip_bits, int) and lo <= self.skip_bits <= hi):
-            raise ValueError(f"skip_bits must be an integer in {lo}..{hi}, not {self.skip_bits!r}")
-        lo, hi = FIRST_BITS_RANGE
-        if not (isinstance(self.first_bits, int) and lo <= self.first_bits <= hi):
-            raise ValueError(f"first_bits must be an integer in {lo}..{hi}, not {self.first_bits!r}")
+        for field, (lo, hi) in (("act_bits", ACT_BITS_RANGE), ("skip_bits", SKIP_BITS_RANGE),
+                                ("first_bits", FIRST_BITS_RANGE)):
+            value = getattr(self, field)
+            if not (isinstance(value, int) and lo <= value <= hi):
+                raise ValueError(f"{field} must be an integer in {lo}..{hi}, not {value!r}")
         if self.first_bits != 8 and self.kind != "local":
             raise ValueError("first_bits is for local models (the exact codec's first layer)")
         if self.joint and self.channels != 3:
