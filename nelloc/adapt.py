@@ -205,7 +205,8 @@ def bias_header_bits(bias: np.ndarray) -> int:
     return 8 * len(signed_varints(bias))
 
 
-def surrogate_bits(pre: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, values: torch.Tensor, mixtures: int) -> torch.Tensor:
+def surrogate_bits(pre: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, values: torch.Tensor, mixtures: int,
+                   coeff_bits: int = 8) -> torch.Tensor:
     """Float code length in bits of pixels whose last layer's values before the floor are ``pre``
     (N, outputs): the integer outputs' floor and the colour coupling's rounding are straight-through,
     everything else as ``mixture.log_prob``."""
@@ -215,11 +216,12 @@ def surrogate_bits(pre: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, values
     logits = (out[:, :k] * mx.LOGIT_UNIT)[:, None, :].expand(n, c, k)
     means = out[:, k : k + c * k].reshape(n, c, k)
     log_scales = out[:, k + c * k : k + 2 * c * k].reshape(n, c, k) * mx.LOGSCALE_UNIT
-    if c == 3:  # coupled means (exact.coupled_means: integer coefficients in 1/256, values in 1/64 units)
+    if c == 3:  # coupled means (exact.coupled_means: coefficients in 2**-coeff_bits, values in 1/64 units)
         coeff = out[:, k + 2 * c * k :].reshape(n, 3, k)
         v = values[:, :, None] * (1.0 / mx.MEAN_UNIT)
-        g = means[:, 1] + round_ste(coeff[:, 0] * v[:, 0] * mx.COEFF_UNIT)
-        b = means[:, 2] + round_ste((coeff[:, 1] * v[:, 0] + coeff[:, 2] * v[:, 1]) * mx.COEFF_UNIT)
+        unit = 2.0**-coeff_bits
+        g = means[:, 1] + round_ste(coeff[:, 0] * v[:, 0] * unit)
+        b = means[:, 2] + round_ste((coeff[:, 1] * v[:, 0] + coeff[:, 2] * v[:, 1]) * unit)
         means = torch.stack([means[:, 0], g.clamp(mx.MEAN_MIN, mx.MEAN_MAX), b.clamp(mx.MEAN_MIN, mx.MEAN_MAX)], 1)
     lp = mx.log_prob(values, logits, means * mx.MEAN_UNIT, log_scales)
     return -lp.sum() / math.log(2)
@@ -254,7 +256,8 @@ def fit_bias(model, x: torch.Tensor, values: np.ndarray, pixels_per_sample: floa
 
     def bits(rows: tuple, hb, ob) -> torch.Tensor:
         head, s, v = rows
-        return surrogate_bits(model.tail_after_head(head, s, hb, ob), lo, hi, v, model.cfg.mixtures)
+        return surrogate_bits(model.tail_after_head(head, s, hb, ob), lo, hi, v, model.cfg.mixtures,
+                              model.cfg.coeff_bits)
 
     n_fit, checked = (len(vals) + 1) // 2, len(vals) // 2
     fits, checks = chunks(0, n_fit), chunks(1, checked)

@@ -522,6 +522,9 @@ def _check_calib_quantile(value: float) -> float:
 @click.option("--first-bits", type=click.IntRange(8, 12), default=8, show_default=True,
               help="Local models: the first layer's weights are integers in +-(2^(BITS-1)-1) in the exact model "
               "(above 8: stored as int16; measured in docs/ablations.md, stop 46).")
+@click.option("--coeff-bits", type=click.IntRange(8, 12), default=8, show_default=True,
+              help="Colour models: the channel coefficients are integers in units of 2^-BITS in the exact model "
+              "(measured in docs/ablations.md, stop 47).")
 @click.option("--joint/--no-joint", default=False, show_default=True,
               help="Colour local models: mixture components shared across a pixel's channels (each channel "
               "coded with the components' posterior given the earlier ones).")
@@ -547,8 +550,8 @@ def _check_calib_quantile(value: float) -> float:
               help="bfloat16 mixed precision in the float phase (auto: on CUDA, and on CPUs with native bfloat16, AVX512-BF16 or AMX).")
 @click.option("--threads", type=int, default=0, help="torch threads (0 = default).")
 @click.option("-q", "--quiet", is_flag=True)
-def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, skip, act_bits, skip_bits, first_bits, joint, crop, augment, batch, lr, steps,
-          schedule, qat_start, calib_quantile, grad_clip, init_from, device, amp, threads, quiet) -> None:
+def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, skip, act_bits, skip_bits, first_bits,
+          coeff_bits, joint, crop, augment, batch, lr, steps, schedule, qat_start, calib_quantile, grad_clip, init_from, device, amp, threads, quiet) -> None:
     """Train (or resume, if RUN_DIR has a checkpoint) a model on staged data."""
     from nelloc.model import ModelConfig
     from nelloc.train import TrainConfig, Trainer, load_run_config
@@ -558,7 +561,7 @@ def train(run_dir, data, channels, width, res_blocks, horizon, mixtures, kind, s
         cfg.steps = max(cfg.steps, steps)
     else:
         model = ModelConfig(int(channels), horizon, res_blocks, width, mixtures, kind, skip, act_bits, joint, skip_bits,
-                            first_bits)
+                            first_bits, coeff_bits)
         cfg = TrainConfig(list(data) or ["cifar10-train"], model, crop, batch, lr, steps, qat_start=qat_start,
                           calib_quantile=calib_quantile, grad_clip=grad_clip, device=device, threads=threads, init_from=init_from, amp=amp,
                           augment=augment, schedule=schedule)

@@ -82,9 +82,9 @@ def _counts_for(model: ExactModel, params: dict[str, np.ndarray], values: np.nda
     for c in range(c_total):
         sel = ch == c
         sub = {k: v[px[sel]] for k, v in params.items()}
-        means[sel] = coupled_means(sub, c, values[px[sel], :c])
+        means[sel] = coupled_means(sub, c, values[px[sel], :c], model.cfg.coeff_bits)
         lsi[sel] = sub["logscale_idx"][:, c, :]
-        logits[sel] = channel_logits(sub, c, values[px[sel], :c], model.tables, model.cfg.joint)
+        logits[sel] = channel_logits(sub, c, values[px[sel], :c], model.tables, model.cfg.joint, model.cfg.coeff_bits)
     return mx.counts(logits, means, lsi, model.tables)
 
 
@@ -108,7 +108,7 @@ SMALL_IMAGE = 1 << 16  # below this many pixels, encode with one torch thread
 
 def _all_means(model: ExactModel, params: dict[str, np.ndarray], values: np.ndarray) -> np.ndarray:
     """Coupled means of every channel, given the pixels' values: (N, C, K)."""
-    return np.stack([coupled_means(params, c, values[:, :c]) for c in range(model.cfg.channels)], axis=1)
+    return np.stack([coupled_means(params, c, values[:, :c], model.cfg.coeff_bits) for c in range(model.cfg.channels)], axis=1)
 
 
 def _choose_offsets(model: ExactModel, canvas: torch.Tensor, grid: TileGrid, values: np.ndarray,
@@ -239,7 +239,7 @@ def choose_model(models: Sequence[ExactModel], pixels: np.ndarray, tile: int = D
             x = neighbourhoods[horizon]
             lo, hi = (torch.from_numpy(b.astype(np.float32)) for b in model.output_bounds())
             pre = model.tail(*model.tail_inputs(x))
-            estimates.append(float(adapt.surrogate_bits(pre, lo, hi, values, model.cfg.mixtures)))
+            estimates.append(float(adapt.surrogate_bits(pre, lo, hi, values, model.cfg.mixtures, model.cfg.coeff_bits)))
     return int(np.argmin(estimates))
 
 
@@ -537,8 +537,8 @@ def _decode_step(model, stacks, s, decoders, errors, dev, progress, arithmetic, 
             segments.append((r, r + hi - lo, i))
             r += hi - lo
     for c in range(c_total):
-        means = coupled_means(params, c, values[:, :c])
-        logits = channel_logits(params, c, values[:, :c], model.tables, model.cfg.joint)
+        means = coupled_means(params, c, values[:, :c], model.cfg.coeff_bits)
+        logits = channel_logits(params, c, values[:, :c], model.tables, model.cfg.joint, model.cfg.coeff_bits)
 
         def decode_rows(lo: int, hi: int, counts: np.ndarray, c: int = c) -> None:
             """Range-decode channel c of rows [lo, hi): each plane's part, in stream order."""

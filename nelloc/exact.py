@@ -34,7 +34,7 @@ from safetensors.numpy import save_file
 from nelloc import _requant as fused_ops
 from nelloc import mixture as mx
 from nelloc.errors import ModelError
-from nelloc.model import INPUT_CENTRE, PARAM_SPECS, WEIGHT_QMAX, ModelConfig, PixelCNN, causal_offsets
+from nelloc.model import INPUT_CENTRE, WEIGHT_QMAX, ModelConfig, PixelCNN, causal_offsets, param_spec
 from nelloc.model import floor_ste, output_layout, weight_scale
 
 FORMAT = "nelloc-exact-1"
@@ -129,7 +129,7 @@ def export(model: PixelCNN) -> dict[str, np.ndarray]:
 
     w, s_w = _int_weight(model.out.weight * model.out.mask, qmax)
     bias = model.out.bias.detach().double().numpy()
-    gain, offset, unit, lo, hi = (np.concatenate([np.full(n, PARAM_SPECS[k][i]) for k, n in output_layout(cfg)])
+    gain, offset, unit, lo, hi = (np.concatenate([np.full(n, param_spec(k, cfg)[i]) for k, n in output_layout(cfg)])
                                   for i in range(5))
     put("out", _requant(w[:, :, 0, 0].T, s_in * s_w * gain / unit, (gain * bias + offset) / unit + 0.5, lo, hi))
     if cfg.skip:  # linear path from the neighbourhood (integer inputs at scale 1/128) to the outputs
@@ -503,7 +503,7 @@ def _residual32(h: torch.Tensor, t: torch.Tensor, r0: float, r1: float, qmax: in
 
 
 def channel_logits(params: dict[str, np.ndarray], channel: int, values: np.ndarray | None,
-                   tables: dict[str, np.ndarray], joint: bool) -> np.ndarray:
+                   tables: dict[str, np.ndarray], joint: bool, coeff_bits: int = 8) -> np.ndarray:
     """Mixture logits (N, K) of ``channel``: the network's, or for a joint model the components'
     posterior given the earlier channels' ``values`` (N, channel): the logits plus each component's
     integer log mass at those values (``mixture.log_mass``), unclamped int32."""
@@ -512,26 +512,28 @@ def channel_logits(params: dict[str, np.ndarray], channel: int, values: np.ndarr
         return logits
     post = logits.astype(np.int64)
     for src in range(channel):
-        means = coupled_means(params, src, values[:, :src])
+        means = coupled_means(params, src, values[:, :src], coeff_bits)
         mass = mx.bin_mass(means, params["logscale_idx"][:, src, :], values[:, src], tables)
         post += mx.log_mass(mass, tables["log"])
     return post.astype(np.int32)
 
 
-def coupled_means(params: dict[str, np.ndarray], channel: int, values: np.ndarray | None) -> np.ndarray:
+def coupled_means(params: dict[str, np.ndarray], channel: int, values: np.ndarray | None,
+                  coeff_bits: int = 8) -> np.ndarray:
     """Means of ``channel`` (N, K) after adding coefficient * earlier channels (integer, 1/64 units).
 
-    ``values``: (N, channel) already known grey levels of the earlier channels of each pixel.
+    ``values``: (N, channel) already known grey levels of the earlier channels of each pixel;
+    the coefficients are in units of 2**-coeff_bits (``ModelConfig.coeff_bits``).
     """
     means = params["means"][:, channel, :]
     if channel == 0:
         return np.ascontiguousarray(means, dtype=np.int32)
     terms = [(0, 0)] if channel == 1 else [(1, 0), (2, 1)]  # (coefficient index, source channel)
-    shift = means.astype(np.int64) << 2  # int64 throughout: a model file's bounds are not trusted here
+    down = coeff_bits - 6  # coeff * 2**-coeff_bits * value grey levels == coeff * value / 2**down in 1/64 units
+    shift = means.astype(np.int64) << down  # int64 throughout: a model file's bounds are not trusted here
     for ci, src in terms:
         shift += params["coeffs"][:, ci, :].astype(np.int64) * values[:, src : src + 1]
-    # coeff / 256 * value grey levels == coeff * value / 4 in 1/64 units; round half up
-    # (means + ((s + 2) >> 2) == (4 * means + s + 2) >> 2: floor division by 4 either way)
-    shift += 2
-    shift >>= 2
+    # round half up: means + ((s + h) >> down) == ((means << down) + s + h) >> down, h = 2**(down-1)
+    shift += 1 << (down - 1)
+    shift >>= down
     return np.clip(shift, mx.MEAN_MIN, mx.MEAN_MAX).astype(np.int32)

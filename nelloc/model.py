@@ -32,6 +32,7 @@ ACT_BITS_RANGE = (4, 12)  # a float32 holds these integers exactly; fan-in sums 
 SKIP_BITS_RANGE = (8, 12)  # signed skip weights |w| <= 2**(bits-1) - 1; 12 bits (2047) x 96 inputs x 128
 #                            can pass 2**24, so the loader checks each output's actual sum
 FIRST_BITS_RANGE = SKIP_BITS_RANGE  # the first layer's weights: the same inputs, the same bound
+COEFF_BITS_RANGE = (8, 12)  # the colour coefficients' unit is 2**-coeff_bits (mixture.coeff_grid)
 
 
 @dataclass(frozen=True)
@@ -51,15 +52,19 @@ class ModelConfig:
     #                     straight to the means, so int8 rounding there costs most (docs/ablations.md)
     first_bits: int = 8  # likewise for the first layer's weights; its 96 inputs are far from the 2**24
     #                      bound at 8 bits, and int8 rounding there grows with training (ablations, stop 46)
+    coeff_bits: int = 8  # colour coefficients are integers in units of 2**-coeff_bits: at 8 bits (1/256)
+    #                      their rounding costs ~0.013 bits/sub-pixel after training (ablations, stop 47)
 
     def __post_init__(self) -> None:
         for field, (lo, hi) in (("act_bits", ACT_BITS_RANGE), ("skip_bits", SKIP_BITS_RANGE),
-                                ("first_bits", FIRST_BITS_RANGE)):
+                                ("first_bits", FIRST_BITS_RANGE), ("coeff_bits", COEFF_BITS_RANGE)):
             value = getattr(self, field)
             if not (isinstance(value, int) and lo <= value <= hi):
                 raise ValueError(f"{field} must be an integer in {lo}..{hi}, not {value!r}")
         if self.first_bits != 8 and self.kind != "local":
             raise ValueError("first_bits is for local models (the exact codec's first layer)")
+        if self.coeff_bits != 8 and self.channels != 3:
+            raise ValueError("coeff_bits is for colour (3-channel) models")
         if self.joint and self.channels != 3:
             raise ValueError("joint mixtures are for colour (3-channel) models")
 
@@ -101,6 +106,8 @@ class ModelConfig:
             del d["skip_bits"]
         if d["first_bits"] == 8:
             del d["first_bits"]
+        if d["coeff_bits"] == 8:
+            del d["coeff_bits"]
         return d
 
 
@@ -228,8 +235,15 @@ PARAM_SPECS = {  # name: (gain, offset, unit, lo, hi)
     "logit": (1.0, 0.0, mx.LOGIT_UNIT, mx.LOGIT_MIN, mx.LOGIT_MAX),
     "mean": (127.5, 127.5, mx.MEAN_UNIT, mx.MEAN_MIN, mx.MEAN_MAX),
     "logscale": (1.0, 2.0, mx.LOGSCALE_UNIT, mx.LOGSCALE_MIN, mx.LOGSCALE_MAX),
-    "coeff": (1.0, 0.0, mx.COEFF_UNIT, mx.COEFF_MIN, mx.COEFF_MAX),
+    "coeff": (1.0, 0.0, mx.COEFF_UNIT, mx.COEFF_MIN, mx.COEFF_MAX),  # coeff_bits 8; see param_spec
 }
+
+
+def param_spec(kind: str, cfg: ModelConfig) -> tuple[float, float, float, int, int]:
+    """(gain, offset, unit, lo, hi) of a kind of mixture parameter in models of ``cfg``."""
+    if kind == "coeff":
+        return (1.0, 0.0, *mx.coeff_grid(cfg.coeff_bits))
+    return PARAM_SPECS[kind]
 
 
 def output_layout(cfg: ModelConfig) -> list[tuple[str, int]]:
@@ -241,8 +255,8 @@ def output_layout(cfg: ModelConfig) -> list[tuple[str, int]]:
     return layout
 
 
-def quantize_param(raw: torch.Tensor, kind: str, quantize: bool) -> torch.Tensor:
-    gain, offset, unit, lo, hi = PARAM_SPECS[kind]
+def quantize_param(raw: torch.Tensor, kind: str, quantize: bool, cfg: ModelConfig = ModelConfig()) -> torch.Tensor:
+    gain, offset, unit, lo, hi = param_spec(kind, cfg)
     value = raw * gain + offset
     if not quantize:
         return value.clamp(lo * unit, hi * unit)
@@ -348,7 +362,7 @@ class PixelCNN(nn.Module):
         raw = self.raw_outputs(x)
         parts, start = {}, 0
         for kind, n in output_layout(cfg):
-            parts[kind] = quantize_param(raw[..., start : start + n], kind, self.quantize)
+            parts[kind] = quantize_param(raw[..., start : start + n], kind, self.quantize, cfg)
             start += n
         b, hh, ww, _ = raw.shape
         k, c = cfg.mixtures, cfg.channels

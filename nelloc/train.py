@@ -451,8 +451,10 @@ def warm_start(full: PixelCNN, local: PixelCNN) -> None:
     if fc == lc:  # a local expert continued with its full partner's budget, or a model continued as it is
         full.load_state_dict(local.state_dict())
         return
-    if fc.kind == lc.kind == "local" and replace(fc, joint=lc.joint, skip_bits=lc.skip_bits, first_bits=lc.first_bits) == lc:
-        # the likelihood or the skip's or first layer's integer grid changes, not the net
+    same_net = fc.kind == lc.kind == "local" and fc.channels == lc.channels
+    if same_net and replace(fc, joint=lc.joint, skip_bits=lc.skip_bits, first_bits=lc.first_bits,
+                            coeff_bits=lc.coeff_bits) == lc:
+        # the likelihood or an integer grid (the skip's, the first layer's, the coefficients') changes, not the net
         full.load_state_dict(local.state_dict())
         return
     if fc.kind == lc.kind == "local" and fc.skip and not lc.skip and replace(fc, skip=False) == lc:
@@ -465,7 +467,7 @@ def warm_start(full: PixelCNN, local: PixelCNN) -> None:
             change_act_bits(full, lc.act_bits)
         return
     if fc.kind == lc.kind == "local" and (fc.channels, lc.channels) == (1, 3) and not lc.joint and replace(
-            fc, channels=3) == lc:
+            fc, channels=3, coeff_bits=lc.coeff_bits) == lc:  # grey models have no coefficients
         greyscale_from_colour(full, local)
         return
     if fc.kind != "full" or lc.kind != "local" or (fc.channels, fc.horizon, fc.width, fc.mixtures, fc.skip) != (

@@ -52,9 +52,11 @@ E=$((N + 4000))
 SPIKE=0.01
 # the first layer on a 12-bit grid since stop 46 (int8 rounding there cost 0.5% and grew with the base)
 NET='"horizon":3,"width":256,"res_blocks":1,"skip":true,"act_bits":10,"skip_bits":11,"first_bits":12'
+# the colour models' channel coefficients in units of 1/4096 since stop 47 (1/256 cost ~0.3%)
+COLOUR=$NET',"coeff_bits":12'
 # both 6,000-step tails: cosine from 3e-4, the last 5% fake-quantised
 TAIL='"crop":32,"batch":32,"lr":3e-4,"warmup":100,"steps":6000,"qat_start":0.95,"calib_quantile":1.0,"val_every":2000,"val_crops":256,"ckpt_every":500,"threads":1'
-PHOTO='{"data":["cifar10-train:0.5","clic/2:0.25","clic/4:0.25"],'$TAIL',"seed":30,"sampler":"vector","init_from":"runs/rgb-base@'$N'","model":{'$NET'}}'
+PHOTO='{"data":["cifar10-train:0.5","clic/2:0.25","clic/4:0.25"],'$TAIL',"seed":30,"sampler":"vector","init_from":"runs/rgb-base@'$N'","model":{'$COLOUR'}}'
 GREY='{"data":["cifar10-train:0.3","clic/2:0.25","clic/3:0.1","clic/4:0.25","yale:0.1"],'$TAIL',"seed":28,"sampler":"vector","init_from":"runs/init/p'$N'-float.safetensors","model":{"channels":1,'$NET'}}'
 
 tail_leg() {  # RUN CONFIG: a 6,000-step tail, its three fake-quantised snapshots averaged into RUN-swa
@@ -78,7 +80,7 @@ rgb_leg() {
     run cp -r "runs/rgb-anneal$N@$E" "runs/rgb-q$N"
     local steps=($((E + 100)) $((E + 200)) $((E + 300)) $((E + 400)))  # snapshots, all averaged
     run python scripts/train_extend.py "runs/rgb-q$N" "$(IFS=,; echo "${steps[*]}")" \
-        --lr 3e-5 --qat-start 0.99 --model-set '{"skip_bits": 11, "first_bits": 12}' \
+        --lr 3e-5 --qat-start 0.99 --model-set '{"skip_bits": 11, "first_bits": 12, "coeff_bits": 12}' \
         --set '{"schedule":"cosine","warmup":'$E',"calib_quantile":1.0,"val_every":1000000000,"threads":1}'
     run python scripts/average_snapshots.py "runs/rgb-q$N-swa" "${steps[@]/#/runs/rgb-q$N@}"
     run python scripts/heldout_bits.py "runs/rgb-q$N-swa"

@@ -120,7 +120,7 @@ def cmd_out_weights(args) -> dict:
             y = torch.matmul(a, weights) * scale + add + out_bias
             if skip is not None:
                 y = y + skip[rows_]
-            return adapt.surrogate_bits(y, lo, hi, vals[rows_], model.cfg.mixtures)
+            return adapt.surrogate_bits(y, lo, hi, vals[rows_], model.cfg.mixtures, model.cfg.coeff_bits)
 
         fit, check = slice(0, None, 2), slice(1, None, 2)
 

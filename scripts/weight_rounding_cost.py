@@ -5,7 +5,8 @@ fake-quantised training (activations and mixture parameters left in float):
 
 For each run: the held-out likelihood (every 20th CIFAR-10 train image, as ``heldout_bits.py``) of the
 float model, then with only one layer's weights rounded (int8; the skip on the run's ``skip_bits``
-grid), then with all of them, then with only the first layer rounded to each of ``--first-bits``.
+grid), then with all of them, then with only the first layer rounded to each of ``--first-bits``;
+with ``--params``, also each kind of mixture parameter alone (weights float) rounded to its unit.
 Stop 46 found the first layer's int8 grid the largest cost, growing as the base run trained
 (docs/ablations.md, "Stop 46").
 """
@@ -32,6 +33,7 @@ class Rounding:
     def __init__(self) -> None:
         self.rounded: set[str] = set()
         self.first_qmax = nm.WEIGHT_QMAX
+        self.params: set[str] = set()  # mixture parameter kinds rounded to their integer units
         self.calls = 0
         self._weight, self._act, self._param = nm.quantize_weight, nm.ActQuant.forward, nm.quantize_param
 
@@ -39,7 +41,7 @@ class Rounding:
         act, param = self._act, self._param
         nm.quantize_weight = self._round
         nm.ActQuant.forward = lambda module, x, quantize=True: act(module, x, False)
-        nm.quantize_param = lambda raw, kind, quantize: param(raw, kind, False)
+        nm.quantize_param = lambda raw, kind, quantize, cfg=nm.ModelConfig(): param(raw, kind, kind in self.params, cfg)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -57,6 +59,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+")
     p.add_argument("--first-bits", default="8,10,12")
+    p.add_argument("--params", action="store_true",
+                   help="also round each kind of mixture parameter alone to its integer unit")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out")
     args = p.parse_args()
@@ -72,8 +76,8 @@ def main() -> None:
             model = model.eval()
             model.quantize = True  # every weight goes through quantize_weight; Rounding picks which round
 
-            def bpsp(layers: set[str], first_bits: int = 8) -> float:
-                rounding.rounded, rounding.calls = layers, 0
+            def bpsp(layers: set[str], first_bits: int = 8, params: set[str] = frozenset()) -> float:
+                rounding.rounded, rounding.calls, rounding.params = layers, 0, set(params)
                 rounding.first_qmax = 2 ** (first_bits - 1) - 1
                 return float(images_bits([model], held_out, progress=False)[0].sum()) / subpixels
 
@@ -81,6 +85,10 @@ def main() -> None:
             row |= {f"only {layer}": bpsp({layer}) - row["float"] for layer in LAYERS}
             row["all"] = bpsp(set(LAYERS)) - row["float"]
             row |= {f"only first, {b} bits": bpsp({"first"}, int(b)) - row["float"] for b in args.first_bits.split(",")}
+            if args.params:
+                kinds = [k for k, _ in nm.output_layout(model.cfg)]
+                row |= {f"only {kind} parameters": bpsp(set(), params={kind}) - row["float"] for kind in kinds}
+                row["all mixture parameters"] = bpsp(set(), params=set(kinds)) - row["float"]
             results[run] = row
             print(run, f"float {row['float']:.4f}", " ".join(f"{k}: {v:+.4f}" for k, v in row.items() if k != "float"), flush=True)
     if args.out:

@@ -71,8 +71,8 @@ def test_the_photo_tails_are_the_shipped_rgb_photo_recipe(commands):
     assert {k: config[k] for k in RECORDED} == {k: training[k] for k in RECORDED}
     assert config["init_from"] == training["init_from"]
     architecture = _card("rgb-photo")["architecture"]
-    assert {k: config["model"][k] for k in ("act_bits", "skip_bits", "first_bits")} == {
-        k: architecture[k] for k in ("act_bits", "skip_bits", "first_bits")}
+    grids = ("act_bits", "skip_bits", "first_bits", "coeff_bits")
+    assert {k: config["model"][k] for k in grids} == {k: architecture[k] for k in grids}
     # stop 44 left one spiked fake-quantised snapshot out of the mean (the card says why); stop 46 ran the
     # fake-quantised steps on a copy of the run (runs/p195000bf), so compare steps, not run names
     averaged = training["weights_averaged_over"]["steps"]
@@ -89,7 +89,7 @@ def test_the_anneal_ends_in_the_snapshots_the_shipped_rgb_averages():
     assert [int(s.split("@")[1]) for s in averaged] == training["weights_averaged_over"]["steps"]
     [qat] = [c for c in commands if c[1:3] == ["scripts/train_extend.py", f"runs/rgb-q{step}"]]
     grids = json.loads(qat[qat.index("--model-set") + 1])  # the integer grids the card's model has
-    assert grids == {k: card["architecture"][k] for k in grids} and "first_bits" in grids
+    assert grids == {k: card["architecture"][k] for k in grids} and {"first_bits", "coeff_bits"} <= set(grids)
 
 
 def test_the_grey_leg_is_the_shipped_gray_photo_recipe_from_the_new_photo_weights(commands):

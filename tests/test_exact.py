@@ -1,6 +1,9 @@
 """Exactness: the integer network gives identical outputs whatever the batching, order or thread
 count, the decoder rebuilds exactly the encoder's tables, and export stays close to the float model."""
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +11,7 @@ import torch
 from nelloc import codec, exact
 from nelloc import mixture as mx
 from nelloc.errors import ModelError
-from nelloc.model import ModelConfig, PixelCNN
+from nelloc.model import ModelConfig, PixelCNN, output_layout
 from nelloc.schedule import TileGrid, gather
 
 from conftest import TEST_DATA, smooth_image
@@ -133,13 +136,14 @@ def test_round_trip_with_thread_counts(paper_size_model, threads):
         torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("skip,act_bits,joint,skip_bits,first_bits",
-                         [(False, 8, False, 8, 8), (True, 8, False, 8, 8), (True, 10, False, 8, 8),
-                          (True, 10, True, 8, 8), (True, 10, False, 11, 8), (True, 10, False, 11, 12)])
-def test_export_close_to_float_model(skip, act_bits, joint, skip_bits, first_bits):
+@pytest.mark.parametrize("skip,act_bits,joint,skip_bits,first_bits,coeff_bits",
+                         [(False, 8, False, 8, 8, 8), (True, 8, False, 8, 8, 8), (True, 10, False, 8, 8, 8),
+                          (True, 10, True, 8, 8, 8), (True, 10, False, 11, 8, 8), (True, 10, False, 11, 12, 8),
+                          (True, 10, False, 11, 12, 12), (True, 10, True, 11, 12, 12)])
+def test_export_close_to_float_model(skip, act_bits, joint, skip_bits, first_bits, coeff_bits):
     torch.manual_seed(0)
     cfg = ModelConfig(width=32, mixtures=5, skip=skip, act_bits=act_bits, joint=joint, skip_bits=skip_bits,
-                      first_bits=first_bits)
+                      first_bits=first_bits, coeff_bits=coeff_bits)
     model = PixelCNN(cfg)
     img = smooth_image(24, 24, 3, seed=6)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
@@ -234,6 +238,46 @@ def test_first_bits_is_in_the_id_only_when_not_8_and_is_bounded():
             ModelConfig(first_bits=bad)
     with pytest.raises(ValueError, match="local"):
         ModelConfig(kind="full", first_bits=12)
+
+
+def test_coeff_bits_is_in_the_id_only_when_not_8_and_is_bounded():
+    assert "coeff_bits" not in ModelConfig(skip=True).to_dict()  # older models keep their SHA-256
+    assert ModelConfig(coeff_bits=12).to_dict()["coeff_bits"] == 12
+    assert mx.coeff_grid(8) == (mx.COEFF_UNIT, mx.COEFF_MIN, mx.COEFF_MAX)
+    assert mx.coeff_grid(12) == (1 / 4096, -8192, 8192)  # the same range, -2..2, 16 times finer
+    for bad in (7, 13, 12.0):
+        with pytest.raises(ValueError):
+            ModelConfig(coeff_bits=bad)
+    with pytest.raises(ValueError, match="colour"):
+        ModelConfig(channels=1, coeff_bits=12)
+
+
+@pytest.mark.parametrize("coeff_bits", [8, 10, 12])
+def test_coupled_means_round_the_coefficient_terms_half_up_to_the_mean_grid(coeff_bits):
+    rng = np.random.default_rng(coeff_bits)
+    n, k = 400, 3
+    _, lo, hi = mx.coeff_grid(coeff_bits)
+    params = {"means": rng.integers(-3000, 18000, (n, 3, k)).astype(np.int32),
+              "coeffs": rng.integers(lo, hi + 1, (n, 3, k)).astype(np.int32)}
+    values = rng.integers(0, 256, (n, 3)).astype(np.int32)
+    for c, terms in ((1, [(0, 0)]), (2, [(1, 0), (2, 1)])):
+        got = exact.coupled_means(params, c, values[:, :c], coeff_bits)
+        for i in range(0, n, 37):
+            for j in range(k):
+                shift = sum(Fraction(int(params["coeffs"][i, ci, j]) * int(values[i, src]) * 64, 2**coeff_bits)
+                            for ci, src in terms)
+                want = int(params["means"][i, c, j]) + math.floor(shift + Fraction(1, 2))  # exact rationals
+                assert got[i, j] == min(max(want, mx.MEAN_MIN), mx.MEAN_MAX)
+
+
+def test_fine_coefficients_round_trip_and_change_the_output_grid():
+    fine = exported(ModelConfig(width=32, mixtures=5, skip=True, act_bits=10, first_bits=12, coeff_bits=12))
+    lo, hi = fine.output_bounds()
+    coeff = np.concatenate([np.full(n, kind == "coeff") for kind, n in output_layout(fine.cfg)])
+    assert (lo[coeff] == -8192).all() and (hi[coeff] == 8192).all() and (hi[~coeff] < 8192).any()
+    img = smooth_image(15, 22, 3, seed=12)
+    payload = codec.encode_plane(fine, img, 8)
+    assert np.array_equal(codec.decode_plane(fine, payload, 15, 22, 8), img)
 
 
 def test_fine_first_layer_is_stored_as_int16_and_round_trips(fine_first_model, fine_skip_model):

@@ -189,7 +189,8 @@ def test_cli_train_then_export(image_folder, tmp_path, skip):
     run = tmp_path / "run"
     r = CliRunner().invoke(main, ["train", str(run), "--data", str(image_folder), "--width", "8", "--mixtures", "2",
                                   "--crop", "12", "--batch", "2", "--steps", "4", "-q"]
-                           + (["--skip", "--act-bits", "10", "--skip-bits", "11", "--first-bits", "12", "--calib-quantile", "1"]
+                           + (["--skip", "--act-bits", "10", "--skip-bits", "11", "--first-bits", "12", "--coeff-bits", "12",
+                               "--calib-quantile", "1"]
                               if skip else []))
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["export", str(run), "--name", "cli-model", "--out-dir", str(tmp_path / "m")])
@@ -198,6 +199,7 @@ def test_cli_train_then_export(image_folder, tmp_path, skip):
     model = exact.ExactModel.load(tmp_path / "m" / "cli-model.safetensors")
     assert model.cfg.skip is skip and model.cfg.act_bits == (10 if skip else 8)
     assert model.cfg.skip_bits == (11 if skip else 8) and model.cfg.first_bits == (12 if skip else 8)
+    assert model.cfg.coeff_bits == (12 if skip else 8)
     assert model.tensors["first.weight"].dtype == (np.int16 if skip else np.int8)
     r = CliRunner().invoke(main, ["train", str(tmp_path / "bad"), "--act-bits", "16"])
     assert r.exit_code != 0 and "16" in r.output and "Traceback" not in r.output
@@ -258,7 +260,22 @@ def test_a_finer_first_layer_grid_rounds_its_weights_less():
     assert errors[1] < errors[0]  # equal if the model ignored first_bits
 
 
-@pytest.mark.parametrize("grid", [{"skip_bits": 11}, {"first_bits": 12}, {"skip_bits": 11, "first_bits": 12}])
+def test_the_coefficients_are_fake_quantised_to_the_models_grid():
+    from nelloc.model import ModelConfig, quantize_param
+
+    raw = torch.randn(4000, generator=torch.Generator().manual_seed(6)) * 0.8
+    errors = []
+    for bits in (8, 12):
+        cfg = ModelConfig(coeff_bits=bits)
+        fake, real = (quantize_param(raw, "coeff", q, cfg) for q in (True, False))
+        assert torch.equal(fake * 2**bits, torch.round(fake * 2**bits))  # on the grid
+        errors.append(float((fake - real).abs().max()))
+        assert errors[-1] <= 2.0 ** -(bits + 1) + 1e-7  # round to nearest
+    assert errors[1] < errors[0] / 8
+
+
+@pytest.mark.parametrize("grid", [{"skip_bits": 11}, {"first_bits": 12}, {"skip_bits": 11, "first_bits": 12},
+                                  {"first_bits": 12, "coeff_bits": 12}])
 def test_a_model_warm_started_with_a_finer_grid_is_a_copy(grid):
     from nelloc.model import ModelConfig, PixelCNN
     from nelloc.train import warm_start
@@ -275,13 +292,13 @@ def test_a_model_warm_started_with_a_finer_grid_is_a_copy(grid):
     assert torch.equal(a.bits(x), b.bits(x))
 
 
-@pytest.mark.parametrize("skip", [False, True])
-def test_a_grey_model_warm_started_from_a_colour_one_predicts_a_grey_image_as_its_red_channel(skip):
+@pytest.mark.parametrize("skip,coeff_bits", [(False, 8), (True, 8), (True, 12)])
+def test_a_grey_model_warm_started_from_a_colour_one_predicts_a_grey_image_as_its_red_channel(skip, coeff_bits):
     from nelloc.model import ModelConfig, PixelCNN
     from nelloc.train import warm_start
 
     torch.manual_seed(3)
-    colour = PixelCNN(ModelConfig(channels=3, width=16, mixtures=4, skip=skip))
+    colour = PixelCNN(ModelConfig(channels=3, width=16, mixtures=4, skip=skip, coeff_bits=coeff_bits))
     with torch.no_grad():  # a trained model's output layer and skip are not near zero
         colour.out.weight.normal_(0, 0.3)
         colour.out.bias.normal_(0, 0.3)
