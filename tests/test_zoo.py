@@ -16,7 +16,7 @@ from conftest import TEST_DATA, smooth_image
 SHIPPED = TEST_DATA / "shipped"  # kodim23 crops compressed by each release that shipped new models
 RELEASES = ["f506a2a", "2b8f5f9", "097b158", "f5ac6c5", "20fdba1", "dc0a3f1", "e41e29a", "96ae739", "89f83e1", "9e4e79a", "2432ce9"]  # commits; see tests/data/shipped/README.md
 # Releases that shipped only a new `rgb`: their grey file would be byte-identical to an earlier one.
-RGB_ONLY_RELEASES = ["b1637d6", "875e860", "35ccc3a", "667954c", "3dbf86a", "470dc36", "8180b40", "9427883", "2c45ae8", "e377765", "c79e3fe", "d50e929", "8e39c87", "2292452", "2dd23ae"]
+RGB_ONLY_RELEASES = ["b1637d6", "875e860", "35ccc3a", "667954c", "3dbf86a", "470dc36", "8180b40", "9427883", "2c45ae8", "e377765", "c79e3fe", "d50e929", "8e39c87", "2292452", "2dd23ae", "e55baf3"]
 RELEASE_FILES = [(r, kind) for r in RELEASES for kind in ("rgb", "gray")] + [(r, "rgb") for r in RGB_ONLY_RELEASES]
 
 
@@ -55,7 +55,7 @@ def mirror256(crop128: np.ndarray) -> np.ndarray:
 
 # Releases from stop 21 on also code mirror256(kodim23-crop128.png) with the default models, which
 # give it to `rgb-photo`: release -> that model's id.
-PHOTO_RELEASES = {"e370d87": "a3c1bd1f", "0598cbd": "3c671dfd", "23aacdc": "2def6d4d", "af78895": "fddf7d3a", "203aaa5": "fa3f4800", "8330248": "b6541341", "8d7616d": "a7b72b9c", "6498dec": "759c3fc0", "0bc22dd": "5cb75c0e", "ed84000": "b4d8b6f0", "cb42786": "2e63f80e", "09fcfd8": "54204efd", "286e43e": "ead37b76", "2b11d4a": "429e5133", "7b603c1": "e921b959", "c79e3fe": "ce70e421", "d50e929": "9747f3ed", "9883a56": "1c80fa1b", "0afb6bf": "949fa7da", "411661d": "fc681bfa"}
+PHOTO_RELEASES = {"e370d87": "a3c1bd1f", "0598cbd": "3c671dfd", "23aacdc": "2def6d4d", "af78895": "fddf7d3a", "203aaa5": "fa3f4800", "8330248": "b6541341", "8d7616d": "a7b72b9c", "6498dec": "759c3fc0", "0bc22dd": "5cb75c0e", "ed84000": "b4d8b6f0", "cb42786": "2e63f80e", "09fcfd8": "54204efd", "286e43e": "ead37b76", "2b11d4a": "429e5133", "7b603c1": "e921b959", "c79e3fe": "ce70e421", "d50e929": "9747f3ed", "9883a56": "1c80fa1b", "0afb6bf": "949fa7da", "411661d": "fc681bfa", "e55baf3": "5b427395"}
 
 
 @pytest.mark.parametrize("release", sorted(PHOTO_RELEASES))
