@@ -219,7 +219,7 @@ def surrogate_bits(pre: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, values
     if c == 3:  # coupled means (exact.coupled_means: coefficients in 2**-coeff_bits, values in 1/64 units)
         coeff = out[:, k + 2 * c * k :].reshape(n, 3, k)
         v = values[:, :, None] * (1.0 / mx.MEAN_UNIT)
-        unit = 2.0**-coeff_bits
+        unit, _, _ = mx.coeff_grid(coeff_bits)
         g = means[:, 1] + round_ste(coeff[:, 0] * v[:, 0] * unit)
         b = means[:, 2] + round_ste((coeff[:, 1] * v[:, 0] + coeff[:, 2] * v[:, 1]) * unit)
         means = torch.stack([means[:, 0], g.clamp(mx.MEAN_MIN, mx.MEAN_MAX), b.clamp(mx.MEAN_MIN, mx.MEAN_MAX)], 1)

@@ -36,12 +36,14 @@ NUM_VALUES = 256
 LOGIT_UNIT, LOGIT_MIN, LOGIT_MAX = 1 / 16, -2048, 2047
 MEAN_UNIT, MEAN_MIN, MEAN_MAX = 1 / 64, -64 * 64, 320 * 64
 LOGSCALE_UNIT, LOGSCALE_MIN, LOGSCALE_MAX = 1 / 16, -40, 96
-COEFF_UNIT, COEFF_MIN, COEFF_MAX = 1 / 256, -512, 512  # ModelConfig.coeff_bits 8
 
 
 def coeff_grid(bits: int) -> tuple[float, int, int]:
     """(unit, lo, hi) of colour coefficients in units of 2**-bits: the same range, -2..2."""
     return 2.0**-bits, -2 << bits, 2 << bits
+
+
+COEFF_UNIT, COEFF_MIN, COEFF_MAX = coeff_grid(8)  # ModelConfig.coeff_bits 8: 1/256, -512, 512
 
 
 CDF_BITS = 20          # each component's CDF is an integer in [0, 2**20]

@@ -235,13 +235,12 @@ PARAM_SPECS = {  # name: (gain, offset, unit, lo, hi)
     "logit": (1.0, 0.0, mx.LOGIT_UNIT, mx.LOGIT_MIN, mx.LOGIT_MAX),
     "mean": (127.5, 127.5, mx.MEAN_UNIT, mx.MEAN_MIN, mx.MEAN_MAX),
     "logscale": (1.0, 2.0, mx.LOGSCALE_UNIT, mx.LOGSCALE_MIN, mx.LOGSCALE_MAX),
-    "coeff": (1.0, 0.0, mx.COEFF_UNIT, mx.COEFF_MIN, mx.COEFF_MAX),  # coeff_bits 8; see param_spec
-}
+}  # and "coeff", whose grid depends on the model (param_spec)
 
 
 def param_spec(kind: str, cfg: ModelConfig) -> tuple[float, float, float, int, int]:
     """(gain, offset, unit, lo, hi) of a kind of mixture parameter in models of ``cfg``."""
-    if kind == "coeff":
+    if kind == "coeff":  # gain 1, offset 0: the network outputs the coefficient itself
         return (1.0, 0.0, *mx.coeff_grid(cfg.coeff_bits))
     return PARAM_SPECS[kind]
 
