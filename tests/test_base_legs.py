@@ -66,8 +66,10 @@ def test_the_photo_tails_are_the_shipped_rgb_photo_recipe(commands):
     [tail] = [c for c in commands if c[1:3] == ["scripts/train_extend.py", f"runs/p{step}"]]
     assert config["steps"] == 6000 and "5700" in tail[3].split(",")  # the snapshot the long tail starts from
     assert ["cp", "-r", f"runs/p{step}@5700", f"runs/p{step}b"] in commands
-    [extend] = [c for c in commands if c[1:3] == ["scripts/train_extend.py", f"runs/p{step}b"]]
-    config |= json.loads(extend[extend.index("--set") + 1]) | {"lr": float(extend[extend.index("--lr") + 1])}
+    # the long tail, then (since stop 48) its constant-rate fake-quantised ending, in that order
+    for extend in [c for c in commands if c[1:3] == ["scripts/train_extend.py", f"runs/p{step}b"]]:
+        lr = {"lr": float(extend[extend.index("--lr") + 1])} if "--lr" in extend else {}
+        config |= json.loads(extend[extend.index("--set") + 1]) | lr  # --lr wins over --set, as in train_extend.py
     assert {k: config[k] for k in RECORDED} == {k: training[k] for k in RECORDED}
     assert config["init_from"] == training["init_from"]
     architecture = _card("rgb-photo")["architecture"]
