@@ -423,6 +423,8 @@ def decompress(inputs, output, out_dir, device, max_pixels, threads, to_stdout, 
         if fmt is None and dest != STDIO:
             raise CliError(f"{dest}: unsupported or lossy output format (use one of {', '.join(sorted(LOSSLESS_OUTPUTS))})")
         if dest != STDIO and dest.exists() and not force:
+            if src in headers and headers[src] is None:
+                decode(i, src)  # not a readable stream: report that rather than the name clash
             raise CliError(f"{dest}: already exists (use --force to overwrite)")
         im, seconds, note = decode(i, src)
         fmt = fmt or ("PNG" if im.mode in PNG_MODES else "TIFF")

@@ -133,6 +133,13 @@ def test_existing_output_is_an_error_and_is_left_untouched(tiny_models, rgb_png,
     assert not [n for n in _files(tmp_path) if n.endswith(".part")]
 
 
+def test_decompressing_a_non_stream_reports_that_not_the_name_clash(tiny_models, rgb_png):
+    # `nelloc decompress img.png` would write img.png: the real problem is that it is not a .nlc file
+    original = rgb_png.read_bytes()
+    assert_error(run("decompress", rgb_png), "not a NeLLoC file")
+    assert rgb_png.read_bytes() == original
+
+
 def test_force_overwrites(tiny_models, rgb_png, tmp_path):
     nlc = tmp_path / "img.nlc"
     nlc.write_bytes(b"old")
