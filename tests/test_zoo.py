@@ -68,7 +68,7 @@ def test_photo_model_files_of_every_release_still_decode(repo_models, release):
 
 # Releases from stop 25 on also code kodim01-crop128-gray.png (a grey Kodak crop that the encoder's
 # estimate gives to `gray-photo`) with the default models: release -> that model's id.
-GREY_PHOTO_RELEASES = {"b01d471": "2d33f723", "8378db4": "8198d090", "cf517e5": "f04515d6", "e674dcb": "5bb058d8", "8f89a70": "1d7390b9", "aaa2e09": "7d99d9e3", "5ccd2bf": "fbe08172", "2063184": "7033cbb5", "52a8e70": "d4ce492c"}
+GREY_PHOTO_RELEASES = {"b01d471": "2d33f723", "8378db4": "8198d090", "cf517e5": "f04515d6", "e674dcb": "5bb058d8", "8f89a70": "1d7390b9", "aaa2e09": "7d99d9e3", "5ccd2bf": "fbe08172", "2063184": "7033cbb5", "52a8e70": "d4ce492c", "b85196b": "32f89d3e"}
 
 
 @pytest.mark.parametrize("release", sorted(GREY_PHOTO_RELEASES))
