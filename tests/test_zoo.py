@@ -55,7 +55,7 @@ def mirror256(crop128: np.ndarray) -> np.ndarray:
 
 # Releases from stop 21 on also code mirror256(kodim23-crop128.png) with the default models, which
 # give it to `rgb-photo`: release -> that model's id.
-PHOTO_RELEASES = {"e370d87": "a3c1bd1f", "0598cbd": "3c671dfd", "23aacdc": "2def6d4d", "af78895": "fddf7d3a", "203aaa5": "fa3f4800", "8330248": "b6541341", "8d7616d": "a7b72b9c", "6498dec": "759c3fc0", "0bc22dd": "5cb75c0e", "ed84000": "b4d8b6f0", "cb42786": "2e63f80e", "09fcfd8": "54204efd", "286e43e": "ead37b76", "2b11d4a": "429e5133", "7b603c1": "e921b959", "c79e3fe": "ce70e421", "d50e929": "9747f3ed", "9883a56": "1c80fa1b", "0afb6bf": "949fa7da", "411661d": "fc681bfa", "e55baf3": "5b427395", "3fdf0a5": "e8be560e"}
+PHOTO_RELEASES = {"e370d87": "a3c1bd1f", "0598cbd": "3c671dfd", "23aacdc": "2def6d4d", "af78895": "fddf7d3a", "203aaa5": "fa3f4800", "8330248": "b6541341", "8d7616d": "a7b72b9c", "6498dec": "759c3fc0", "0bc22dd": "5cb75c0e", "ed84000": "b4d8b6f0", "cb42786": "2e63f80e", "09fcfd8": "54204efd", "286e43e": "ead37b76", "2b11d4a": "429e5133", "7b603c1": "e921b959", "c79e3fe": "ce70e421", "d50e929": "9747f3ed", "9883a56": "1c80fa1b", "0afb6bf": "949fa7da", "411661d": "fc681bfa", "e55baf3": "5b427395", "3fdf0a5": "e8be560e", "1c4e067": "0501612a"}
 
 
 @pytest.mark.parametrize("release", sorted(PHOTO_RELEASES))
