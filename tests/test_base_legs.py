@@ -47,6 +47,11 @@ def _averaged(commands: list[list[str]], run: str) -> list[str]:
     return snapshots
 
 
+def _averaged_steps(commands: list[list[str]], run: str) -> list[int]:
+    """The steps of the snapshots the command averages (RUN@STEP)."""
+    return [int(s.split("@")[1]) for s in _averaged(commands, run)]
+
+
 def test_the_tails_leave_spiked_snapshots_out_of_their_means(commands):
     step = _base_step()
     for run in (f"runs/p{step}-swa", f"runs/p{step}b-swa", f"runs/gp{step}-swa"):
@@ -72,19 +77,19 @@ def test_the_photo_tails_are_the_shipped_rgb_photo_recipe(commands):
         config |= json.loads(extend[extend.index("--set") + 1]) | lr  # --lr wins over --set, as in train_extend.py
     # a card records the steps of the last snapshot in its mean: fewer than the recipe's when that
     # snapshot spiked and was left out (stop 50: the mean of 12,200 and 12,400 of 12,600)
-    assert {k: config[k] for k in RECORDED if k != "steps"} == {k: training[k] for k in RECORDED if k != "steps"}
-    recipe_snapshots = [int(Path(s).name.split("@")[1]) for s in _averaged(commands, f"runs/p{step}b-swa")]
-    assert config["steps"] == max(recipe_snapshots)
-    assert training["steps"] == max(training["weights_averaged_over"]["steps"])
+    same = [k for k in RECORDED if k != "steps"]
+    assert {k: config[k] for k in same} == {k: training[k] for k in same}
+    recipe_steps = _averaged_steps(commands, f"runs/p{step}b-swa")
+    averaged = training["weights_averaged_over"]["steps"]
+    assert config["steps"] == max(recipe_steps)
+    assert training["steps"] == max(averaged)
     assert config["init_from"] == training["init_from"]
     architecture = _card("rgb-photo")["architecture"]
     grids = ("act_bits", "skip_bits", "first_bits", "coeff_bits")
     assert {k: config["model"][k] for k in grids} == {k: architecture[k] for k in grids}
     # stop 44 left one spiked fake-quantised snapshot out of the mean (the card says why); stop 46 ran the
     # fake-quantised steps on a copy of the run (runs/p195000bf), so compare steps, not run names
-    averaged = training["weights_averaged_over"]["steps"]
-    assert len(averaged) >= 2 and {str(s) for s in averaged} <= {
-        Path(s).name.split("@")[1] for s in _averaged(commands, f"runs/p{step}b-swa")}
+    assert len(averaged) >= 2 and set(averaged) <= set(recipe_steps)
 
 
 def test_the_anneal_ends_in_the_snapshots_the_shipped_rgb_averages():
@@ -92,8 +97,7 @@ def test_the_anneal_ends_in_the_snapshots_the_shipped_rgb_averages():
     training = card["training"]
     step = training["steps"] - 4400  # its base snapshot (the rgb leg can ship without the photo legs)
     commands = _dry_run(step)
-    averaged = _averaged(commands, f"runs/rgb-q{step}-swa")
-    assert [int(s.split("@")[1]) for s in averaged] == training["weights_averaged_over"]["steps"]
+    assert _averaged_steps(commands, f"runs/rgb-q{step}-swa") == training["weights_averaged_over"]["steps"]
     [qat] = [c for c in commands if c[1:3] == ["scripts/train_extend.py", f"runs/rgb-q{step}"]]
     grids = json.loads(qat[qat.index("--model-set") + 1])  # the integer grids the card's model has
     assert grids == {k: card["architecture"][k] for k in grids} and {"first_bits", "coeff_bits"} <= set(grids)
@@ -107,8 +111,7 @@ def test_the_grey_leg_is_the_shipped_gray_photo_recipe_from_the_new_photo_weight
     assert config["init_from"] == f"runs/init/p{step}-float.safetensors"
     export = [c for c in commands if c[:2] == ["nelloc", "export"]]
     assert export and export[0][2] == f"runs/p{step}-swa"
-    assert [Path(s).name.split("@")[1] for s in _averaged(commands, f"runs/gp{step}-swa")] == [
-        str(s) for s in training["weights_averaged_over"]["steps"]]
+    assert _averaged_steps(commands, f"runs/gp{step}-swa") == training["weights_averaged_over"]["steps"]
 
 
 def test_a_missing_snapshot_is_a_one_line_error(tmp_path):
