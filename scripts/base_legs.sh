@@ -70,7 +70,8 @@ long_tail_leg() {  # stop 31's longer tail; stop 42: Kodak -0.40% against the 6,
     run python scripts/train_extend.py "runs/p${N}b" 8000,10000,11400,11600,11800,12000 \
         --lr 3e-4 --qat-start 0.95 --set '{"threads":1,"steps":12000,"val_every":2000}'
     # stop 48: 600 more fake-quantised steps at a constant 3e-5; the cosine's last snapshots swing by ~1%,
-    # these by 0.1-0.2% (stops 47 and 48; stop 47: Kodak -0.05% against the cosine's mean)
+    # these by 0.1-0.2% (stops 47 and 48; stop 47: Kodak -0.05% against the cosine's mean); in stop 50
+    # 12,400 was 1.1% below 12,000 and 12,600 spiked 2.4% above 12,400 (left out by --drop-spikes)
     run python scripts/train_extend.py "runs/p${N}b" 12200,12400,12600 \
         --set '{"schedule":"constant","lr":3e-5,"steps":12600}'
     run python scripts/average_snapshots.py "runs/p${N}b-swa" "runs/p${N}b@12000" "runs/p${N}b@12200" "runs/p${N}b@12400" \
